@@ -1,0 +1,86 @@
+package translator
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Config holds what the translator needs besides the ingresses. The zero
+// value is not useful; start from DefaultConfig.
+type Config struct {
+	// Ports of the four listeners Envoy opens.
+	ExternalHTTPPort  uint32
+	ExternalHTTPSPort uint32
+	InternalHTTPPort  uint32
+	InternalHTTPSPort uint32
+	// ListenAddress is the address every listener binds.
+	ListenAddress string
+
+	// StreamIdleTimeout and IdleTimeout bound idle streams and idle
+	// downstream connections; zero keeps Envoy's default. Routes never get a
+	// request timeout: the KIngress contract forbids one.
+	StreamIdleTimeout time.Duration
+	IdleTimeout       time.Duration
+	// ConnectTimeout bounds upstream TCP connects.
+	ConnectTimeout time.Duration
+
+	// DefaultCertificate, "namespace/name" of a TLS Secret, is served on the
+	// HTTPS listeners to clients whose SNI matches no ingress's tls entry.
+	DefaultCertificate string
+
+	// LocalGatewayDomains are the domains of this gateway's own Services
+	// (the private one's domainInternal). An ExternalName Service pointing at
+	// one of them is routed straight to the local internal listener instead
+	// of through DNS, which is how rewriteHost reaches cluster-local hosts.
+	LocalGatewayDomains []string
+}
+
+// DefaultConfig returns the defaults documented in the README.
+func DefaultConfig() Config {
+	return Config{
+		ExternalHTTPPort:  8080,
+		ExternalHTTPSPort: 8443,
+		InternalHTTPPort:  8081,
+		InternalHTTPSPort: 8444,
+		ListenAddress:     "0.0.0.0",
+		ConnectTimeout:    5 * time.Second,
+	}
+}
+
+// Validate reports the first unusable setting.
+func (c *Config) Validate() error {
+	ports := map[string]uint32{
+		"external-http-port":  c.ExternalHTTPPort,
+		"external-https-port": c.ExternalHTTPSPort,
+		"internal-http-port":  c.InternalHTTPPort,
+		"internal-https-port": c.InternalHTTPSPort,
+	}
+	seen := map[uint32]string{}
+	for _, name := range []string{"external-http-port", "external-https-port", "internal-http-port", "internal-https-port"} {
+		p := ports[name]
+		if p == 0 || p > 65535 {
+			return fmt.Errorf("%s: %d is not a port", name, p)
+		}
+		if other, ok := seen[p]; ok {
+			return fmt.Errorf("%s: port %d is already used by %s", name, p, other)
+		}
+		seen[p] = name
+	}
+	if c.ListenAddress == "" {
+		return fmt.Errorf("listen-address: must not be empty")
+	}
+	if c.StreamIdleTimeout < 0 || c.IdleTimeout < 0 || c.ConnectTimeout < 0 {
+		return fmt.Errorf("timeouts must not be negative")
+	}
+	return nil
+}
+
+// Fingerprint changes whenever a setting that shapes a Piece changes, so
+// the controller knows to re-translate every ingress.
+func (c *Config) Fingerprint() string {
+	return fmt.Sprintf("%d/%d/%d/%d/%s/%s/%s/%s/%s/%v",
+		c.ExternalHTTPPort, c.ExternalHTTPSPort, c.InternalHTTPPort, c.InternalHTTPSPort,
+		c.ListenAddress, c.StreamIdleTimeout, c.IdleTimeout, c.ConnectTimeout,
+		strconv.Quote(c.DefaultCertificate), c.LocalGatewayDomains)
+}

@@ -1,0 +1,202 @@
+package translator
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+	"sigs.k8s.io/yaml"
+)
+
+// ConfigMapName is Sluice's own ConfigMap; its keys are listed in
+// ConfigFromMap.
+const ConfigMapName = "config-sluice"
+
+// Input is a set of objects read from YAML: what `sluice translate` and the
+// golden tests feed the translator.
+type Input struct {
+	Ingresses []*v1alpha1.Ingress
+	Services  map[string]*corev1.Service
+	Secrets   map[string]*corev1.Secret
+	Slices    []*discoveryv1.EndpointSlice
+	Config    Config
+}
+
+// Service implements Lookup.
+func (in *Input) Service(ns, name string) (*corev1.Service, bool) {
+	s, ok := in.Services[ns+"/"+name]
+	return s, ok
+}
+
+// Secret implements Lookup.
+func (in *Input) Secret(ns, name string) (*corev1.Secret, bool) {
+	s, ok := in.Secrets[ns+"/"+name]
+	return s, ok
+}
+
+// ParseInput reads a multi-document YAML (or JSON) stream of Ingress,
+// Service, EndpointSlice, Secret and ConfigMap objects. Errors name the
+// document and the object.
+func ParseInput(data []byte) (*Input, error) {
+	in := &Input{Services: map[string]*corev1.Service{}, Secrets: map[string]*corev1.Secret{}, Config: DefaultConfig()}
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for doc := 1; ; doc++ {
+		raw, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("document %d: %v", doc, err)
+		}
+		if len(bytes.TrimSpace(stripComments(raw))) == 0 {
+			continue
+		}
+		var meta struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+			Metadata   struct {
+				Name      string `json:"name"`
+				Namespace string `json:"namespace"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal(raw, &meta); err != nil {
+			return nil, fmt.Errorf("document %d: %v", doc, err)
+		}
+		where := fmt.Sprintf("document %d (%s %s/%s)", doc, meta.Kind, meta.Metadata.Namespace, meta.Metadata.Name)
+		if meta.Metadata.Name == "" {
+			return nil, fmt.Errorf("%s: metadata.name: required", where)
+		}
+		if meta.Metadata.Namespace == "" {
+			return nil, fmt.Errorf("%s: metadata.namespace: required", where)
+		}
+		key := meta.Metadata.Namespace + "/" + meta.Metadata.Name
+		switch meta.Kind {
+		case "Ingress":
+			if !strings.HasPrefix(meta.APIVersion, v1alpha1.SchemeGroupVersion.Group+"/") {
+				return nil, fmt.Errorf("%s: apiVersion: %q is not %s", where, meta.APIVersion, v1alpha1.SchemeGroupVersion)
+			}
+			var ing v1alpha1.Ingress
+			if err := yaml.UnmarshalStrict(raw, &ing); err != nil {
+				return nil, fmt.Errorf("%s: %v", where, err)
+			}
+			in.Ingresses = append(in.Ingresses, &ing)
+		case "Service":
+			var s corev1.Service
+			if err := yaml.UnmarshalStrict(raw, &s); err != nil {
+				return nil, fmt.Errorf("%s: %v", where, err)
+			}
+			in.Services[key] = &s
+		case "Secret":
+			var s corev1.Secret
+			if err := yaml.UnmarshalStrict(raw, &s); err != nil {
+				return nil, fmt.Errorf("%s: %v", where, err)
+			}
+			if s.Data == nil {
+				s.Data = map[string][]byte{}
+			}
+			for k, v := range s.StringData {
+				s.Data[k] = []byte(v)
+			}
+			in.Secrets[key] = &s
+		case "EndpointSlice":
+			var s discoveryv1.EndpointSlice
+			if err := yaml.UnmarshalStrict(raw, &s); err != nil {
+				return nil, fmt.Errorf("%s: %v", where, err)
+			}
+			in.Slices = append(in.Slices, &s)
+		case "ConfigMap":
+			var cm corev1.ConfigMap
+			if err := yaml.UnmarshalStrict(raw, &cm); err != nil {
+				return nil, fmt.Errorf("%s: %v", where, err)
+			}
+			if cm.Name != ConfigMapName {
+				continue
+			}
+			if in.Config, err = ConfigFromMap(cm.Data); err != nil {
+				return nil, fmt.Errorf("%s: %v", where, err)
+			}
+		default:
+			return nil, fmt.Errorf("%s: kind: %q is not one of Ingress, Service, EndpointSlice, Secret, ConfigMap", where, meta.Kind)
+		}
+	}
+	return in, nil
+}
+
+// ConfigFromMap reads the config-sluice ConfigMap. Keys: external-http-port,
+// external-https-port, internal-http-port, internal-https-port,
+// listen-address, stream-idle-timeout, idle-timeout, connect-timeout
+// (Go durations), default-certificate (namespace/name), and
+// local-gateway-domains (comma separated). Unknown keys are errors.
+func ConfigFromMap(data map[string]string) (Config, error) {
+	c := DefaultConfig()
+	ports := map[string]*uint32{
+		"external-http-port":  &c.ExternalHTTPPort,
+		"external-https-port": &c.ExternalHTTPSPort,
+		"internal-http-port":  &c.InternalHTTPPort,
+		"internal-https-port": &c.InternalHTTPSPort,
+	}
+	durations := map[string]*time.Duration{
+		"stream-idle-timeout": &c.StreamIdleTimeout,
+		"idle-timeout":        &c.IdleTimeout,
+		"connect-timeout":     &c.ConnectTimeout,
+	}
+	keys := make([]string, 0, len(data))
+	for k := range data {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := strings.TrimSpace(data[k])
+		switch {
+		case ports[k] != nil:
+			n, err := strconv.ParseUint(v, 10, 16)
+			if err != nil || n == 0 {
+				return c, fmt.Errorf("data.%s: %q is not a port", k, v)
+			}
+			*ports[k] = uint32(n)
+		case durations[k] != nil:
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return c, fmt.Errorf("data.%s: %v", k, err)
+			}
+			*durations[k] = d
+		case k == "listen-address":
+			c.ListenAddress = v
+		case k == "default-certificate":
+			c.DefaultCertificate = v
+		case k == "local-gateway-domains":
+			c.LocalGatewayDomains = nil
+			for _, d := range strings.Split(v, ",") {
+				if d = strings.ToLower(strings.TrimSpace(d)); d != "" {
+					c.LocalGatewayDomains = append(c.LocalGatewayDomains, d)
+				}
+			}
+		default:
+			return c, fmt.Errorf("data.%s: unknown key", k)
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("data: %v", err)
+	}
+	return c, nil
+}
+
+func stripComments(b []byte) []byte {
+	var out [][]byte
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if t := bytes.TrimSpace(l); len(t) > 0 && t[0] != '#' && !bytes.Equal(t, []byte("---")) {
+			out = append(out, l)
+		}
+	}
+	return bytes.Join(out, []byte("\n"))
+}

@@ -1,0 +1,121 @@
+package translator
+
+import (
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// Names of the listeners and route configurations. Listeners never change
+// as ingresses come and go: routes change through RDS, certificates
+// through SDS. HTTPS listeners gain or lose SNI filter chains only when the
+// set of TLS hosts changes, which Envoy applies in place without draining
+// the other chains.
+const (
+	ExternalHTTP  = "external-http"
+	ExternalHTTPS = "external-https"
+	InternalHTTP  = "internal-http"
+	InternalHTTPS = "internal-https"
+	// Route configuration of the internal listeners (HTTP and HTTPS).
+	InternalRoutes = "internal"
+)
+
+func httpListener(name string, port uint32, routes string, cfg *Config) *listenerv3.Listener {
+	return &listenerv3.Listener{
+		Name:         name,
+		Address:      socketAddress(cfg.ListenAddress, port),
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm(name, routes, cfg)}}},
+	}
+}
+
+// httpsListener serves one filter chain per TLS entry, chosen by SNI, and
+// the default certificate (if any) to everything else. With neither it is
+// left out: Envoy rejects a listener without filter chains.
+func httpsListener(name string, port uint32, routes string, entries []TLSEntry, defaultSecret string, cfg *Config) *listenerv3.Listener {
+	l := &listenerv3.Listener{
+		Name:    name,
+		Address: socketAddress(cfg.ListenAddress, port),
+		ListenerFilters: []*listenerv3.ListenerFilter{{
+			Name:       wellknown.TLSInspector,
+			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspectorv3.TlsInspector{})},
+		}},
+	}
+	for _, e := range entries {
+		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+			Name:             e.Secret + "/" + e.Hosts[0],
+			FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: e.Hosts},
+			TransportSocket:  downstreamTLS(e.Secret),
+			Filters:          []*listenerv3.Filter{hcm(name, routes, cfg)},
+		})
+	}
+	if defaultSecret != "" {
+		l.DefaultFilterChain = &listenerv3.FilterChain{
+			Name:            "default",
+			TransportSocket: downstreamTLS(defaultSecret),
+			Filters:         []*listenerv3.Filter{hcm(name, routes, cfg)},
+		}
+	}
+	if len(l.FilterChains) == 0 && l.DefaultFilterChain == nil {
+		return nil
+	}
+	return l
+}
+
+func hcm(stat, routes string, cfg *Config) *listenerv3.Filter {
+	m := &hcmv3.HttpConnectionManager{
+		StatPrefix: stat,
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource:    adsSource(),
+			RouteConfigName: routes,
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{{
+			Name:       wellknown.Router,
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
+		}},
+		UpgradeConfigs:   []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
+		UseRemoteAddress: wrapperspb.Bool(true),
+	}
+	if cfg.StreamIdleTimeout > 0 {
+		m.StreamIdleTimeout = durationpb.New(cfg.StreamIdleTimeout)
+	}
+	if cfg.IdleTimeout > 0 {
+		m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(cfg.IdleTimeout)}
+	}
+	return &listenerv3.Filter{
+		Name:       wellknown.HTTPConnectionManager,
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(m)},
+	}
+}
+
+func downstreamTLS(secret string) *corev3.TransportSocket {
+	ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		AlpnProtocols: []string{"h2", "http/1.1"},
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{
+			Name:      secret,
+			SdsConfig: adsSource(),
+		}},
+	}}
+	return &corev3.TransportSocket{
+		Name:       wellknown.TransportSocketTLS,
+		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)},
+	}
+}
+
+// mustAny packs a message; it only fails for messages that cannot be
+// marshalled, which none of ours are.
+func mustAny(m proto.Message) *anypb.Any {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		panic(err)
+	}
+	return &anypb.Any{TypeUrl: "type.googleapis.com/" + string(m.ProtoReflect().Descriptor().FullName()), Value: b}
+}
