@@ -95,7 +95,7 @@ type Piece struct {
 
 	// Services and Secrets referenced, for dependency tracking. They are
 	// filled even when Err is set, so a missing one triggers a retry.
-	Services []types.NamespacedName
+	Services   []types.NamespacedName
 	SecretRefs []types.NamespacedName
 
 	// Err is set when the ingress cannot be served; nothing else is then.
