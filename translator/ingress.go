@@ -100,6 +100,8 @@ type Piece struct {
 
 	// Err is set when the ingress cannot be served; nothing else is then.
 	Err *Error
+	// Digest identifies the content: equal digests, equal resources.
+	Digest string
 }
 
 // Key is "namespace/name".
@@ -121,6 +123,7 @@ func Translate(ing *v1alpha1.Ingress, lookup Lookup, cfg *Config) *Piece {
 		*p = Piece{Namespace: p.Namespace, Name: p.Name, Generation: p.Generation, Age: p.Age,
 			Services: p.Services, SecretRefs: p.SecretRefs, Err: err}
 	}
+	p.Digest = digest(p)
 	return p
 }
 

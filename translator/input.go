@@ -138,7 +138,12 @@ func ParseInput(data []byte) (*Input, error) {
 // (Go durations), default-certificate (namespace/name), and
 // local-gateway-domains (comma separated). Unknown keys are errors.
 func ConfigFromMap(data map[string]string) (Config, error) {
-	c := DefaultConfig()
+	return ConfigFromMapOver(DefaultConfig(), data)
+}
+
+// ConfigFromMapOver is ConfigFromMap with other defaults (the controller's
+// flags).
+func ConfigFromMapOver(c Config, data map[string]string) (Config, error) {
 	ports := map[string]*uint32{
 		"external-http-port":  &c.ExternalHTTPPort,
 		"external-https-port": &c.ExternalHTTPSPort,

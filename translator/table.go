@@ -117,6 +117,9 @@ func (t *Table) Get(key string) (*Piece, bool) {
 	return p, ok
 }
 
+// Keys lists the ingresses in the table, sorted. Read only.
+func (t *Table) Keys() []string { return t.keys }
+
 // Len is the number of ingresses in the table.
 func (t *Table) Len() int { return len(t.pieces) }
 
