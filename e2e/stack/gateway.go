@@ -1,0 +1,93 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"time"
+)
+
+// startGateway runs the Sluice controller replicas and the Envoys, when
+// bin/sluice exists. Envoy i gets its bootstrap from controller i mod n.
+func (s *Stack) startGateway(ctx context.Context) error {
+	p := s.opts.Ports
+	s.External = Gateway{HTTP: hostPort("127.0.0.1", p.ExternalHTTP), HTTPS: hostPort("127.0.0.1", p.ExternalHTTPS)}
+	s.Internal = Gateway{HTTP: hostPort(s.BridgeIP, p.InternalHTTP), HTTPS: hostPort(s.BridgeIP, p.InternalHTTPS)}
+	sluice := s.bin("sluice")
+	switch {
+	case s.opts.SkipSluice:
+		s.SluiceSkipReason = "asked to skip"
+	case !exists(sluice):
+		s.SluiceSkipReason = sluice + " is missing; build it with: go build -o bin/sluice ./cmd/sluice"
+	case !exists(s.bin("envoy")):
+		s.SluiceSkipReason = s.bin("envoy") + " is missing; install it with: hack/install-envoy.sh"
+	}
+	if s.SluiceSkipReason != "" {
+		s.logf("Sluice and Envoy skipped: %s", s.SluiceSkipReason)
+		return nil
+	}
+
+	for i := 0; i < s.opts.Controllers; i++ {
+		args := []string{"controller",
+			"--kubeconfig", s.Kubeconfig,
+			"--xds-address", hostPort("127.0.0.1", p.XDS+i),
+			"--admin-address", hostPort("127.0.0.1", p.SluiceAdmin+i),
+			"--external-http-port", strconv.Itoa(p.ExternalHTTP),
+			"--external-https-port", strconv.Itoa(p.ExternalHTTPS),
+			"--internal-http-port", strconv.Itoa(p.InternalHTTP),
+			"--internal-https-port", strconv.Itoa(p.InternalHTTPS),
+		}
+		args = append(args, s.opts.SluiceArgs...)
+		pr, err := s.startProc(fmt.Sprintf("sluice-%d", i), sluice, args...)
+		if err != nil {
+			return err
+		}
+		if err := s.waitTCP(ctx, pr, hostPort("127.0.0.1", p.XDS+i), 60*time.Second); err != nil {
+			return err
+		}
+		go s.watchProc(pr)
+		s.logf("sluice-%d serving xDS on 127.0.0.1:%d", i, p.XDS+i)
+	}
+
+	for i := 0; i < s.opts.Envoys; i++ {
+		name := fmt.Sprintf("envoy-%d", i)
+		bootstrap := s.path(name + ".yaml")
+		out, err := exec.CommandContext(ctx, sluice, "bootstrap",
+			"--xds-address", hostPort("127.0.0.1", p.XDS+i%s.opts.Controllers),
+			"--node-id", name,
+			"--node-cluster", ExternalGWName,
+			"--admin-address", hostPort("127.0.0.1", p.EnvoyAdmin+i),
+		).Output()
+		if err != nil {
+			if ee, ok := err.(*exec.ExitError); ok {
+				err = fmt.Errorf("%v: %s", err, ee.Stderr)
+			}
+			return fmt.Errorf("sluice bootstrap for %s: %w", name, err)
+		}
+		if err := os.WriteFile(bootstrap, out, 0o644); err != nil {
+			return err
+		}
+		// Distinct base ids keep the Envoys' shared memory regions apart.
+		pr, err := s.startProc(name, s.bin("envoy"), "-c", bootstrap, "--base-id", strconv.Itoa(7300+i),
+			"--log-level", "info")
+		if err != nil {
+			return err
+		}
+		// /ready answers 200 once Envoy has its first listeners and clusters.
+		admin := fmt.Sprintf("http://%s/ready", hostPort("127.0.0.1", p.EnvoyAdmin+i))
+		if err := s.waitHTTP(ctx, pr, name, admin, nil, "", 60*time.Second); err != nil {
+			return err
+		}
+		go s.watchProc(pr)
+		s.logf("%s ready (admin http://127.0.0.1:%d)", name, p.EnvoyAdmin+i)
+	}
+	s.SluiceStarted = true
+	return nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}

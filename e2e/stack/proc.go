@@ -1,0 +1,194 @@
+package stack
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// proc is one child process with its log file. Its pid and start time are
+// recorded under pids/ so a later run can kill it if this one crashes.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  *os.File
+	done chan struct{}
+	err  error
+	pidf string
+}
+
+func (s *Stack) startProc(name, bin string, args ...string) (*proc, error) {
+	if err := os.MkdirAll(s.path("logs"), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(s.path("pids"), 0o755); err != nil {
+		return nil, err
+	}
+	logPath := s.path("logs", name+".log")
+	log, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = s.opts.Root
+	cmd.Stdout = log
+	cmd.Stderr = log
+	// Own process group so stop reaches its children; die with us if we die.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	fmt.Fprintf(log, "# %s %s\n", bin, strings.Join(args, " "))
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: log, done: make(chan struct{}), pidf: s.path("pids", name)}
+	if err := writePidFile(p.pidf, cmd.Process.Pid); err != nil {
+		s.logf("warning: %v", err)
+	}
+	s.procs = append(s.procs, p)
+	go func() {
+		p.err = cmd.Wait()
+		log.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM to the process group and SIGKILL after grace.
+func (p *proc) stop(grace time.Duration) {
+	if !p.exited() {
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(grace):
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
+	}
+	// Children that outlived the leader.
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	_ = os.Remove(p.pidf)
+}
+
+// logTail returns the last lines of a process's log, for error messages.
+func (s *Stack) logTail(name string, lines int) string {
+	b, err := os.ReadFile(s.path("logs", name+".log"))
+	if err != nil {
+		return ""
+	}
+	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
+}
+
+func (s *Stack) procError(p *proc, what string) error {
+	return fmt.Errorf("%s: %s exited (%v); last lines of %s:\n%s", what, p.name, p.err,
+		s.path("logs", p.name+".log"), s.logTail(p.name, 15))
+}
+
+// A pid file holds the pid and its start time (field 22 of /proc/pid/stat),
+// so a recycled pid is never mistaken for ours.
+func writePidFile(path string, pid int) error {
+	st, err := startTime(pid)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(fmt.Sprintf("%d %s\n", pid, st)), 0o644)
+}
+
+func startTime(pid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", err
+	}
+	// The command name (field 2) may hold spaces; it ends at the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return "", fmt.Errorf("odd /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return "", fmt.Errorf("odd /proc/%d/stat", pid)
+	}
+	return f[19], nil
+}
+
+// livePid returns the pid in a pid file if that process still runs.
+func livePid(path string) (int, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(f[0])
+	if err != nil || pid <= 1 {
+		return 0, false
+	}
+	st, err := startTime(pid)
+	if err != nil || st != f[1] {
+		return 0, false
+	}
+	return pid, true
+}
+
+// OwnerPid is the pid of a running stack using stateDir, if any.
+func OwnerPid(stateDir string) (int, bool) {
+	return livePid(filepath.Join(stateDir, "owner.pid"))
+}
+
+func (s *Stack) writeOwner() error {
+	if err := os.MkdirAll(s.opts.StateDir, 0o755); err != nil {
+		return err
+	}
+	return writePidFile(s.path("owner.pid"), os.Getpid())
+}
+
+// killLeftoverProcs kills processes a crashed run recorded.
+func (s *Stack) killLeftoverProcs() error {
+	files, err := filepath.Glob(s.path("pids", "*"))
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		if pid, ok := livePid(f); ok {
+			s.logf("killing leftover %s (pid %d)", filepath.Base(f), pid)
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			waitGone(pid, 5*time.Second)
+		}
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+func waitGone(pid int, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
