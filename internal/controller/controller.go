@@ -1,0 +1,541 @@
+// Package controller is the glue between Kubernetes and Sluice: informers
+// feed the translator, the translator's table feeds an xDS sink, and KIngress
+// status flows back.
+package controller
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	"knative.dev/networking/pkg/apis/networking"
+	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+	clientset "knative.dev/networking/pkg/client/clientset/versioned"
+	kinformers "knative.dev/networking/pkg/client/informers/externalversions"
+	klisters "knative.dev/networking/pkg/client/listers/networking/v1alpha1"
+
+	"sluice.dev/sluice/translator"
+)
+
+// Sink receives what Envoy should serve. The xds package implements it.
+type Sink interface {
+	// Publish hands over the full state: resources and every EDS cluster's
+	// assignment.
+	Publish(out *translator.Output, endpoints map[string]*endpointv3.ClusterLoadAssignment) error
+	// PublishEndpoints hands over changed assignments only.
+	PublishEndpoints(endpoints map[string]*endpointv3.ClusterLoadAssignment) error
+}
+
+// Options configure the controller.
+type Options struct {
+	IngressClass string
+	// SystemNamespace holds config-sluice, config-network and the gateway
+	// Services.
+	SystemNamespace string
+	// WatchAllSecrets drops the certificate-uid label filter on Secrets.
+	WatchAllSecrets bool
+	// Gateway Service names, for the load balancer status.
+	PublicService, PrivateService string
+	ClusterDomain                 string
+	// Translator is used until config-sluice says otherwise (and for the
+	// keys config-sluice leaves out).
+	Translator translator.Config
+	// Debounce gathers changes for this long before publishing.
+	Debounce time.Duration
+	Workers  int
+	Resync   time.Duration
+}
+
+// Controller watches KIngresses and what they reference.
+type Controller struct {
+	opts    Options
+	log     *zap.Logger
+	kube    kubernetes.Interface
+	kn      clientset.Interface
+	sink    Sink
+	metrics *Metrics
+
+	kubeInformers informers.SharedInformerFactory
+	cmInformers   informers.SharedInformerFactory
+	secInformers  informers.SharedInformerFactory
+	knInformers   kinformers.SharedInformerFactory
+	ingLister     klisters.IngressLister
+	svcLister     corelisters.ServiceLister
+	sliceLister   discoverylisters.EndpointSliceLister
+	secretLister  corelisters.SecretLister
+	cmLister      corelisters.ConfigMapLister
+	synced        []cache.InformerSynced
+
+	queue       workqueue.TypedRateLimitingInterface[string]
+	statusQueue workqueue.TypedRateLimitingInterface[string]
+	kick        chan struct{}
+
+	mu        sync.Mutex // guards everything below
+	cfg       translator.Config
+	cfgErr    error
+	table     *translator.Table
+	deps      *deps
+	eds       map[string]*endpointv3.ClusterLoadAssignment
+	backends  map[string]translator.Backend
+	// EDS clusters per Service ("ns/name"), from the last publish
+	clustersBySvc map[string][]string
+	published bool
+	// last status seen per ingress key, to find which changed on a build
+	lastStatus map[string]string
+	ready      bool
+}
+
+// New wires the informers; Run starts them.
+func New(log *zap.Logger, kube kubernetes.Interface, kn clientset.Interface, sink Sink, m *Metrics, opts Options) *Controller {
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
+	c := &Controller{
+		opts: opts, log: log, kube: kube, kn: kn, sink: sink, metrics: m,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "ingress"}),
+		statusQueue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "status"}),
+		kick:       make(chan struct{}, 1),
+		cfg:        opts.Translator,
+		deps:       newDeps(),
+		eds:        map[string]*endpointv3.ClusterLoadAssignment{},
+		lastStatus: map[string]string{},
+	}
+	c.table = translator.NewTable(c.cfg, nil)
+
+	c.kubeInformers = informers.NewSharedInformerFactory(kube, opts.Resync)
+	c.cmInformers = informers.NewSharedInformerFactoryWithOptions(kube, opts.Resync, informers.WithNamespace(opts.SystemNamespace))
+	secOpts := []informers.SharedInformerOption{}
+	if !opts.WatchAllSecrets {
+		secOpts = append(secOpts, informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
+			lo.LabelSelector = networking.CertificateUIDLabelKey
+		}))
+	}
+	c.secInformers = informers.NewSharedInformerFactoryWithOptions(kube, opts.Resync, secOpts...)
+	c.knInformers = kinformers.NewSharedInformerFactory(kn, opts.Resync)
+
+	ingInf := c.knInformers.Networking().V1alpha1().Ingresses()
+	svcInf := c.kubeInformers.Core().V1().Services()
+	sliceInf := c.kubeInformers.Discovery().V1().EndpointSlices()
+	secInf := c.secInformers.Core().V1().Secrets()
+	cmInf := c.cmInformers.Core().V1().ConfigMaps()
+	c.ingLister, c.svcLister, c.sliceLister = ingInf.Lister(), svcInf.Lister(), sliceInf.Lister()
+	c.secretLister, c.cmLister = secInf.Lister(), cmInf.Lister()
+
+	_, _ = ingInf.Informer().AddEventHandler(handler(func(obj any) {
+		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+			c.queue.Add(key)
+		}
+	}))
+	_, _ = svcInf.Informer().AddEventHandler(handler(func(obj any) { c.enqueueDependents(obj, c.deps.byService) }))
+	_, _ = secInf.Informer().AddEventHandler(handler(func(obj any) { c.enqueueDependents(obj, c.deps.bySecret) }))
+	_, _ = sliceInf.Informer().AddEventHandler(handler(c.sliceChanged))
+	_, _ = cmInf.Informer().AddEventHandler(handler(func(obj any) {
+		if m, ok := metaOf(obj); ok && m.GetName() == translator.ConfigMapName {
+			c.configChanged()
+		}
+	}))
+	c.synced = []cache.InformerSynced{ingInf.Informer().HasSynced, svcInf.Informer().HasSynced,
+		sliceInf.Informer().HasSynced, secInf.Informer().HasSynced, cmInf.Informer().HasSynced}
+	return c
+}
+
+func handler(f func(any)) cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    f,
+		UpdateFunc: func(_, n any) { f(n) },
+		DeleteFunc: f,
+	}
+}
+
+func metaOf(obj any) (metav1.Object, bool) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	m, ok := obj.(metav1.Object)
+	return m, ok
+}
+
+// Ready reports whether the first full state has been published.
+func (c *Controller) Ready() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ready
+}
+
+// Run starts the informers, publishes the first full translation once
+// they have synced, then keeps everything up to date until ctx is done.
+func (c *Controller) Run(ctx context.Context) error {
+	defer c.queue.ShutDown()
+	defer c.statusQueue.ShutDown()
+	for _, f := range []interface{ Start(<-chan struct{}) }{c.kubeInformers, c.cmInformers, c.secInformers, c.knInformers} {
+		f.Start(ctx.Done())
+	}
+	c.log.Info("waiting for informers to sync")
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		return fmt.Errorf("informers did not sync: %w", ctx.Err())
+	}
+	c.loadConfig()
+	// The first full translation, before anything is served: an Envoy that
+	// connects early must never see an empty config.
+	ings, err := c.ingLister.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	n := 0
+	for _, ing := range ings {
+		if c.ours(ing) {
+			c.translate(ing)
+			n++
+		}
+	}
+	if err := c.publish(); err != nil {
+		return fmt.Errorf("first publish: %w", err)
+	}
+	c.mu.Lock()
+	c.ready = true
+	c.mu.Unlock()
+	c.log.Info("first full translation published", zap.Int("ingresses", n), zap.Duration("took", time.Since(start)))
+
+	var wg sync.WaitGroup
+	for i := 0; i < c.opts.Workers; i++ {
+		wg.Add(2)
+		go func() { defer wg.Done(); c.work(ctx, c.queue, c.reconcile) }()
+		go func() { defer wg.Done(); c.work(ctx, c.statusQueue, c.updateStatus) }()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); c.publishLoop(ctx) }()
+	<-ctx.Done()
+	c.queue.ShutDown()
+	c.statusQueue.ShutDown()
+	wg.Wait()
+	return nil
+}
+
+func (c *Controller) work(ctx context.Context, q workqueue.TypedRateLimitingInterface[string], f func(context.Context, string) error) {
+	for {
+		key, quit := q.Get()
+		if quit {
+			return
+		}
+		if err := f(ctx, key); err != nil {
+			c.log.Warn("retrying", zap.String("key", key), zap.Error(err))
+			q.AddRateLimited(key)
+		} else {
+			q.Forget(key)
+		}
+		q.Done(key)
+	}
+}
+
+// ours: the class annotation (or its older spelling) names our class.
+func (c *Controller) ours(ing *v1alpha1.Ingress) bool {
+	a := ing.GetAnnotations()
+	class, ok := a[networking.IngressClassAnnotationKey]
+	if !ok {
+		class = a[networking.IngressClassAnnotationAltKey]
+	}
+	return class == c.opts.IngressClass
+}
+
+// reconcile re-translates one ingress. It never writes to the API: status
+// is written after the result is published.
+func (c *Controller) reconcile(_ context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil
+	}
+	ing, err := c.ingLister.Ingresses(ns).Get(name)
+	if apierrors.IsNotFound(err) || (err == nil && (!c.ours(ing) || ing.DeletionTimestamp != nil)) {
+		c.mu.Lock()
+		if _, ok := c.table.Get(key); ok {
+			c.table.Delete(key)
+			c.deps.set(key, nil, nil)
+			delete(c.lastStatus, key)
+			c.mu.Unlock()
+			c.requestPublish()
+			return nil
+		}
+		c.mu.Unlock()
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if c.translate(ing) {
+		c.requestPublish()
+	} else {
+		// Unchanged translation; the status may still lag (e.g. after a
+		// restart), so let the status worker look.
+		c.statusQueue.Add(key)
+	}
+	return nil
+}
+
+// translate updates the table with the ingress's new piece and reports
+// whether it changed anything.
+func (c *Controller) translate(ing *v1alpha1.Ingress) bool {
+	start := time.Now()
+	c.mu.Lock()
+	cfg := c.cfg
+	c.mu.Unlock()
+	p := translator.Translate(ing, lookup{c}, &cfg)
+	c.metrics.observeTranslation(time.Since(start), p.Err)
+	key := p.Key()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deps.set(key, p.Services, p.SecretRefs)
+	if old, ok := c.table.Get(key); ok && samePiece(old, p) {
+		return false
+	}
+	c.table.Set(p)
+	return true
+}
+
+// samePiece: same generation and same outcome means nothing to publish.
+// The translation is deterministic, so equal inputs give equal pieces; we
+// still compare content for changes that come from Services or Secrets.
+func samePiece(a, b *translator.Piece) bool {
+	return a.Generation == b.Generation && pieceDigest(a) == pieceDigest(b)
+}
+
+func (c *Controller) requestPublish() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Controller) publishLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.kick:
+		}
+		if c.opts.Debounce > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(c.opts.Debounce):
+			}
+		}
+		if err := c.publish(); err != nil {
+			c.log.Error("publish failed", zap.Error(err))
+			time.AfterFunc(time.Second, c.requestPublish)
+		}
+	}
+}
+
+// publish builds the full state and hands it to the sink, then queues a
+// status update for every ingress whose outcome changed.
+func (c *Controller) publish() error {
+	start := time.Now()
+	c.mu.Lock()
+	out := c.table.Build()
+	eds := make(map[string]*endpointv3.ClusterLoadAssignment, len(out.Backends))
+	bySvc := map[string][]string{}
+	for name, b := range out.Backends {
+		if b.External {
+			continue
+		}
+		bySvc[b.Namespace+"/"+b.Service] = append(bySvc[b.Namespace+"/"+b.Service], name)
+		cla, ok := c.eds[name]
+		if !ok {
+			cla = translator.LoadAssignment(name, b, c.slicesFor(b.Namespace, b.Service))
+		}
+		eds[name] = cla
+	}
+	c.eds, c.backends, c.clustersBySvc = eds, out.Backends, bySvc
+	changed := c.changedStatuses()
+	c.mu.Unlock()
+
+	if err := c.sink.Publish(out, eds); err != nil {
+		return err
+	}
+	c.metrics.observePublish(time.Since(start), out, len(eds))
+	c.mu.Lock()
+	c.published = true
+	c.mu.Unlock()
+	for _, k := range changed {
+		c.statusQueue.Add(k)
+	}
+	return nil
+}
+
+// changedStatuses lists ingresses whose piece or conflict state changed
+// since the last build. Called with mu held, after Build.
+func (c *Controller) changedStatuses() []string {
+	var out []string
+	seen := sets.New[string]()
+	for _, k := range c.table.Keys() {
+		seen.Insert(k)
+		p, _ := c.table.Get(k)
+		s := fmt.Sprintf("%d/%s", p.Generation, pieceDigest(p))
+		if e := c.table.Status(k); e != nil {
+			s += "/" + e.Reason + "/" + e.Message
+		}
+		if c.lastStatus[k] != s {
+			c.lastStatus[k] = s
+			out = append(out, k)
+		}
+	}
+	for k := range c.lastStatus {
+		if !seen.Has(k) {
+			delete(c.lastStatus, k)
+		}
+	}
+	return out
+}
+
+func (c *Controller) slicesFor(ns, svc string) []*discoveryv1.EndpointSlice {
+	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: svc})
+	s, err := c.sliceLister.EndpointSlices(ns).List(sel)
+	if err != nil {
+		return nil
+	}
+	return s
+}
+
+// sliceChanged recomputes the assignments of the clusters of the slice's
+// Service and sends only those: endpoint churn never re-translates routes.
+func (c *Controller) sliceChanged(obj any) {
+	m, ok := metaOf(obj)
+	if !ok {
+		return
+	}
+	svc := m.GetLabels()[discoveryv1.LabelServiceName]
+	if svc == "" {
+		return
+	}
+	c.mu.Lock()
+	if !c.published {
+		c.mu.Unlock()
+		return
+	}
+	changed := map[string]*endpointv3.ClusterLoadAssignment{}
+	for _, name := range c.clustersBySvc[m.GetNamespace()+"/"+svc] {
+		b := c.backends[name]
+		cla := translator.LoadAssignment(name, b, c.slicesFor(b.Namespace, b.Service))
+		if old := c.eds[name]; old == nil || !claEqual(old, cla) {
+			c.eds[name] = cla
+			changed[name] = cla
+		}
+	}
+	c.mu.Unlock()
+	if len(changed) == 0 {
+		return
+	}
+	if err := c.sink.PublishEndpoints(changed); err != nil {
+		c.log.Error("publishing endpoints failed", zap.Error(err))
+		return
+	}
+	c.metrics.endpointPushes.Add(float64(len(changed)))
+}
+
+func (c *Controller) enqueueDependents(obj any, index func(string) []string) {
+	m, ok := metaOf(obj)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	keys := index(m.GetNamespace() + "/" + m.GetName())
+	c.mu.Unlock()
+	for _, k := range keys {
+		c.queue.Add(k)
+	}
+	// The default certificate is not referenced by an ingress.
+	if c.isDefaultCert(m) {
+		c.configChanged()
+	}
+}
+
+func (c *Controller) isDefaultCert(m metav1.Object) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, isSecret := m.(*corev1.Secret)
+	return isSecret && c.cfg.DefaultCertificate == m.GetNamespace()+"/"+m.GetName()
+}
+
+// configChanged reloads config-sluice; a new config re-translates every
+// ingress.
+func (c *Controller) configChanged() {
+	if !c.loadConfig() {
+		return
+	}
+	ings, err := c.ingLister.List(labels.Everything())
+	if err != nil {
+		return
+	}
+	for _, ing := range ings {
+		if c.ours(ing) {
+			c.queue.Add(ing.Namespace + "/" + ing.Name)
+		}
+	}
+	c.requestPublish()
+}
+
+// loadConfig reads config-sluice over the defaults. A bad ConfigMap keeps
+// the last good config and is logged. It reports whether the table was
+// rebuilt.
+func (c *Controller) loadConfig() bool {
+	cfg := c.opts.Translator
+	cm, err := c.cmLister.ConfigMaps(c.opts.SystemNamespace).Get(translator.ConfigMapName)
+	if err == nil {
+		cfg, err = translator.ConfigFromMapOver(c.opts.Translator, cm.Data)
+		if err != nil {
+			c.log.Error("config-sluice rejected, keeping the last good config", zap.Error(err))
+			c.mu.Lock()
+			c.cfgErr = err
+			c.mu.Unlock()
+			return false
+		}
+	}
+	def, derr := translator.DefaultSecret(&cfg, lookup{c})
+	if derr != nil {
+		c.log.Error("default certificate not served", zap.Error(derr))
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cfgErr = nil
+	c.cfg = cfg
+	// A fresh table with every piece kept: pieces are re-translated by the
+	// reconciles queued by the caller.
+	t := translator.NewTable(cfg, def)
+	for _, k := range c.table.Keys() {
+		p, _ := c.table.Get(k)
+		t.Set(p)
+	}
+	c.table = t
+	return true
+}
+
+// lookup serves the translator from the informer caches.
+type lookup struct{ c *Controller }
+
+func (l lookup) Service(ns, name string) (*corev1.Service, bool) {
+	s, err := l.c.svcLister.Services(ns).Get(name)
+	return s, err == nil
+}
+
+func (l lookup) Secret(ns, name string) (*corev1.Secret, bool) {
+	s, err := l.c.secretLister.Secrets(ns).Get(name)
+	return s, err == nil
+}

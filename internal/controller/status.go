@@ -1,0 +1,101 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+
+	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/retry"
+	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+)
+
+// lbStatus is what Knative reads to reach the gateway: the Services'
+// cluster-internal domains.
+func (c *Controller) lbStatus() (public, private []v1alpha1.LoadBalancerIngressStatus) {
+	dom := func(svc string) []v1alpha1.LoadBalancerIngressStatus {
+		return []v1alpha1.LoadBalancerIngressStatus{{
+			DomainInternal: fmt.Sprintf("%s.%s.svc.%s", svc, c.opts.SystemNamespace, c.opts.ClusterDomain),
+		}}
+	}
+	return dom(c.opts.PublicService), dom(c.opts.PrivateService)
+}
+
+// desiredStatus applies what the table says about one ingress. ok is false
+// when the table holds an older generation than the object (a reconcile
+// is on its way).
+func (c *Controller) desiredStatus(ing *v1alpha1.Ingress) (st *v1alpha1.IngressStatus, ok bool) {
+	key := ing.Namespace + "/" + ing.Name
+	c.mu.Lock()
+	p, found := c.table.Get(key)
+	status := c.table.Status(key)
+	published := c.published
+	c.mu.Unlock()
+	if !found || !published || p.Generation != ing.Generation {
+		return nil, false
+	}
+	st = ing.Status.DeepCopy()
+	st.InitializeConditions()
+	st.ObservedGeneration = ing.Generation
+	if status != nil {
+		ing.GetConditionSet().Manage(st).MarkFalse(v1alpha1.IngressConditionNetworkConfigured, status.Reason, "%s", status.Message)
+		st.MarkLoadBalancerNotReady()
+		return st, true
+	}
+	st.MarkNetworkConfigured()
+	pub, priv := c.lbStatus()
+	st.MarkLoadBalancerReady(pub, priv)
+	return st, true
+}
+
+// updateStatus writes the status of one ingress through the status
+// subresource, retrying on conflicts; only ingresses of our class are
+// ever written.
+func (c *Controller) updateStatus(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil
+	}
+	ing, err := c.ingLister.Ingresses(ns).Get(name)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !c.ours(ing) || ing.DeletionTimestamp != nil {
+		return nil
+	}
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		want, ok := c.desiredStatus(ing)
+		if !ok || equality.Semantic.DeepEqual(want, &ing.Status) {
+			return nil
+		}
+		upd := ing.DeepCopy()
+		upd.Status = *want
+		_, err := c.kn.NetworkingV1alpha1().Ingresses(ns).UpdateStatus(ctx, upd, metav1.UpdateOptions{})
+		if apierrors.IsConflict(err) {
+			// Read the latest from the API, not the cache, before retrying.
+			latest, gerr := c.kn.NetworkingV1alpha1().Ingresses(ns).Get(ctx, name, metav1.GetOptions{})
+			if gerr != nil {
+				return gerr
+			}
+			if !c.ours(latest) {
+				return nil
+			}
+			ing = latest
+			return err
+		}
+		if err == nil {
+			c.metrics.statusWrites.Inc()
+			c.log.Debug("status written", zap.String("ingress", key), zap.Bool("ready", want.GetCondition(v1alpha1.IngressConditionReady).IsTrue()))
+		}
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
+	})
+}
