@@ -1,0 +1,157 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"io"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// csds serves envoy.service.status.v3.ClientStatusDiscoveryService: for
+// every connected Envoy, each resource it was sent or asked for, with the
+// version it ACKed and the last error it reported.
+type csds struct {
+	statusv3.UnimplementedClientStatusDiscoveryServiceServer
+	s *Server
+}
+
+func (c *csds) FetchClientStatus(_ context.Context, req *statusv3.ClientStatusRequest) (*statusv3.ClientStatusResponse, error) {
+	return c.s.clientStatus(req), nil
+}
+
+func (c *csds) StreamClientStatus(stream statusv3.ClientStatusDiscoveryService_StreamClientStatusServer) error {
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(c.s.clientStatus(req)); err != nil {
+			return err
+		}
+	}
+}
+
+// clientStatus builds the CSDS answer. Node matchers filter on node id
+// (metadata matchers are not supported and match every node).
+func (s *Server) clientStatus(req *statusv3.ClientStatusRequest) *statusv3.ClientStatusResponse {
+	s.mu.Lock()
+	served := s.served
+	s.mu.Unlock()
+	out := &statusv3.ClientStatusResponse{}
+	for _, n := range s.tracker.snapshot() {
+		if !matchNode(req.GetNodeMatchers(), n.ID) {
+			continue
+		}
+		cc := &statusv3.ClientConfig{Node: n.node}
+		for _, typeURL := range slices.Sorted(maps.Keys(n.Types)) {
+			ts := n.Types[typeURL]
+			names := map[string]bool{}
+			for name := range ts.Acked {
+				names[name] = true
+			}
+			for name := range ts.Errors {
+				names[name] = true
+			}
+			for _, name := range ts.Subscribed {
+				names[name] = true
+			}
+			for _, name := range slices.Sorted(maps.Keys(names)) {
+				cc.GenericXdsConfigs = append(cc.GenericXdsConfigs,
+					genericConfig(typeURL, name, ts, served[typeURL], !req.GetExcludeResourceContents()))
+			}
+		}
+		out.Config = append(out.Config, cc)
+	}
+	return out
+}
+
+func genericConfig(typeURL, name string, ts TypeStatus, served map[string]entry, contents bool) *statusv3.ClientConfig_GenericXdsConfig {
+	g := &statusv3.ClientConfig_GenericXdsConfig{TypeUrl: typeURL, Name: name}
+	acked, isAcked := ts.Acked[name]
+	cur, isServed := served[name]
+	g.VersionInfo = acked
+	switch {
+	case isAcked:
+		g.ClientStatus = adminv3.ClientResourceStatus_ACKED
+	case isServed:
+		g.ClientStatus = adminv3.ClientResourceStatus_REQUESTED
+	default:
+		g.ClientStatus = adminv3.ClientResourceStatus_DOES_NOT_EXIST
+	}
+	switch {
+	case isAcked && isServed && acked == cur.version:
+		g.ConfigStatus = statusv3.ConfigStatus_SYNCED
+	case isAcked:
+		g.ConfigStatus = statusv3.ConfigStatus_STALE
+	default:
+		g.ConfigStatus = statusv3.ConfigStatus_NOT_SENT
+	}
+	if e, ok := ts.Errors[name]; ok {
+		g.ClientStatus = adminv3.ClientResourceStatus_NACKED
+		g.ConfigStatus = statusv3.ConfigStatus_ERROR
+		g.ErrorState = &adminv3.UpdateFailureState{
+			Details:           e.Error,
+			VersionInfo:       e.Version,
+			LastUpdateAttempt: timestamppb.New(e.Time),
+		}
+	}
+	if !ts.LastUpdated.IsZero() {
+		g.LastUpdated = timestamppb.New(ts.LastUpdated)
+	}
+	if contents && isAcked && isServed && acked == cur.version {
+		if a, err := anypb.New(cur.msg); err == nil {
+			g.XdsConfig = a
+		}
+	}
+	return g
+}
+
+func matchNode(ms []*matcherv3.NodeMatcher, id string) bool {
+	if len(ms) == 0 {
+		return true
+	}
+	for _, m := range ms {
+		if m.GetNodeId() == nil || matchString(m.GetNodeId(), id) {
+			return true
+		}
+	}
+	return false
+}
+
+func matchString(m *matcherv3.StringMatcher, s string) bool {
+	if m.GetIgnoreCase() {
+		s = strings.ToLower(s)
+	}
+	low := func(p string) string {
+		if m.GetIgnoreCase() {
+			return strings.ToLower(p)
+		}
+		return p
+	}
+	switch p := m.GetMatchPattern().(type) {
+	case *matcherv3.StringMatcher_Exact:
+		return s == low(p.Exact)
+	case *matcherv3.StringMatcher_Prefix:
+		return strings.HasPrefix(s, low(p.Prefix))
+	case *matcherv3.StringMatcher_Suffix:
+		return strings.HasSuffix(s, low(p.Suffix))
+	case *matcherv3.StringMatcher_Contains:
+		return strings.Contains(s, low(p.Contains))
+	case *matcherv3.StringMatcher_SafeRegex:
+		re, err := regexp.Compile("^(?:" + p.SafeRegex.GetRegex() + ")$")
+		return err == nil && re.MatchString(s)
+	}
+	return false
+}

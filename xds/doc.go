@@ -1,0 +1,62 @@
+// Package xds is Sluice's xDS server: it serves the Envoy resources the
+// controller computes to many Envoys over ADS, state-of-the-world and delta,
+// on go-control-plane.
+//
+// Use:
+//
+//	srv := xds.New(log, xds.Options{Registry: prometheus.DefaultRegisterer})
+//	go srv.Serve(ctx, lis)          // or srv.Register(grpcServer)
+//	srv.SetSnapshot(xds.Snapshot{Clusters: ..., Listeners: ...}) // full state
+//	srv.SetEndpoints(claByCluster)  // endpoint-only updates
+//	srv.Acked(xds.RouteType, name, xds.Version(route)) // who runs it
+//
+// Caches. One go-control-plane LinearCache per type (clusters, endpoints,
+// listeners, routes, secrets) behind a MuxCache. The server diffs every new
+// state against what it serves by content and gives the caches only the
+// changed resources, in one UpdateResources call per type, so only
+// subscribers of a changed resource hear about it, an unchanged state sends
+// nothing, and endpoint updates touch EDS alone.
+//
+// Versions. A resource's version is the SHA-256 of its deterministic
+// encoding (Version): LinearCache uses exactly that for delta xDS. For SotW,
+// where go-control-plane would send its cache's update counter, the
+// version_info of each response is rewritten to a hash of what the Envoy
+// holds of that type once it applies the response. Same state, same
+// versions: across restarts and replicas.
+//
+// Nothing before the first state. Watches are parked until the first
+// SetSnapshot (or MarkReady), so an Envoy that connects early, or reconnects
+// to a fresh replica, never receives an empty configuration that would drop
+// its live routes. Parked watches are answered in xDS order (CDS, EDS, SDS,
+// LDS, RDS) when serving starts. The gRPC health service reports SERVING
+// from then on.
+//
+// Make before break. ADS answers are sent in the order the caches are
+// updated, but a type whose previous response is not yet ACKed gets its
+// update later, so ordering comes from waiting for ACKs. Each update round
+// (see Server.run):
+//
+//  1. upserts clusters, endpoints and secrets, and waits until every
+//     connected Envoy has ACKed the changed clusters and holds endpoints for
+//     each new EDS cluster (so it is warm), or has NACKed them;
+//  2. applies listeners and upserts routes: Envoys never see a route to a
+//     cluster they do not have, or a listener before its secret is served;
+//  3. if clusters, endpoints, secrets or routes are no longer wanted, waits
+//     until every Envoy holds the new listeners and routes, then removes
+//     them.
+//
+// Every wait is bounded by Options.AckTimeout, after which the round goes
+// on (logged). Rounds run one at a time on the latest state; SetSnapshot and
+// SetEndpoints never block on Envoys.
+//
+// ACK/NACK tracking. go-control-plane's stream callbacks record what was
+// sent under which nonce and which nonce each Envoy ACKed or NACKed, per
+// node (node id: the pod, node cluster: the gateway), type and resource.
+// Nodes, Acked and Subscribe expose it; CSDS
+// (envoy.service.status.v3.ClientStatusDiscoveryService) serves it over
+// gRPC. Disconnected nodes are dropped.
+//
+// Metrics: sluice_xds_pushes_total, sluice_xds_acks_total,
+// sluice_xds_nacks_total (by type), sluice_xds_connected_envoys,
+// sluice_xds_resources and sluice_xds_resource_bytes (by type).
+package xds

@@ -1,0 +1,596 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// NodeStatus is what one connected Envoy holds. ID is the Envoy's node id
+// (its pod name), Cluster its node cluster (the gateway name).
+type NodeStatus struct {
+	ID      string
+	Cluster string
+	Delta   bool // the node uses incremental xDS
+	Types   map[string]TypeStatus
+
+	node *core.Node
+}
+
+// TypeStatus is one node's state for one resource type.
+type TypeStatus struct {
+	// Acked maps each resource the node has accepted to its version (see
+	// Version).
+	Acked map[string]string
+	// Wildcard is true if the node asked for all resources of the type;
+	// otherwise Subscribed lists the names it asked for.
+	Wildcard   bool
+	Subscribed []string
+	// Errors holds, per resource, the last rejection of it that a later
+	// ACK has not cleared.
+	Errors map[string]ResourceError
+	// LastNack is the last rejected response of this type, if any.
+	LastNack *Nack
+	// LastUpdated is when the node last ACKed or NACKed this type.
+	LastUpdated time.Time
+}
+
+// Nack is one response an Envoy rejected.
+type Nack struct {
+	Error     string    // Envoy's error_detail message
+	Version   string    // SotW: the version_info Envoy keeps running
+	Resources []string  // names of the resources in the rejected response
+	Time      time.Time // when the NACK arrived
+}
+
+// ResourceError is a rejection of one resource at one version.
+type ResourceError struct {
+	Version string
+	Error   string
+	Time    time.Time
+}
+
+type streamKey struct {
+	delta bool
+	id    int64
+}
+
+// tracker follows every xDS stream through go-control-plane's callbacks:
+// what was sent under which nonce, and which nonce the Envoy ACKed or NACKed.
+type tracker struct {
+	m   *metrics
+	now func() time.Time
+
+	mu      sync.Mutex
+	streams map[streamKey]*streamState
+	nodes   map[string]int // node id -> open streams
+	subs    map[chan struct{}]struct{}
+}
+
+type streamState struct {
+	node        *core.Node
+	defaultType string
+	types       map[string]*typeState
+}
+
+type typeState struct {
+	legacy     bool // subscription started empty: wildcard until names are given
+	wildcard   bool
+	subscribed map[string]struct{}
+
+	acked       map[string]string
+	errors      map[string]ResourceError
+	lastNack    *Nack
+	lastUpdated time.Time
+
+	pending map[string]*sentResponse // by nonce
+
+	// SotW only: what the node holds after our responses, and its multiset
+	// hash, which becomes the response's version_info.
+	sent    map[string]string
+	sentSum uint64
+}
+
+type sentResponse struct {
+	seq       int64
+	full      bool
+	resources map[string]string
+	removed   []string
+}
+
+func newTracker(m *metrics) *tracker {
+	return &tracker{
+		m:       m,
+		now:     time.Now,
+		streams: map[streamKey]*streamState{},
+		nodes:   map[string]int{},
+		subs:    map[chan struct{}]struct{}{},
+	}
+}
+
+func newTypeState() *typeState {
+	return &typeState{
+		subscribed: map[string]struct{}{},
+		acked:      map[string]string{},
+		errors:     map[string]ResourceError{},
+		pending:    map[string]*sentResponse{},
+		sent:       map[string]string{},
+	}
+}
+
+func (st *streamState) typeState(typeURL string) (*typeState, bool) {
+	ts, ok := st.types[typeURL]
+	if !ok {
+		ts = newTypeState()
+		st.types[typeURL] = ts
+	}
+	return ts, !ok
+}
+
+// subscribe returns a channel that receives a value (coalesced) whenever a
+// node ACKs, NACKs, connects or disconnects.
+func (t *tracker) subscribe() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	t.mu.Lock()
+	t.subs[ch] = struct{}{}
+	t.mu.Unlock()
+	return ch, func() {
+		t.mu.Lock()
+		delete(t.subs, ch)
+		t.mu.Unlock()
+	}
+}
+
+func (t *tracker) notifyLocked() {
+	for ch := range t.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (t *tracker) open(key streamKey, typeURL string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.streams[key] = &streamState{defaultType: typeURL, types: map[string]*typeState{}}
+}
+
+func (t *tracker) closed(key streamKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st, ok := t.streams[key]
+	if !ok {
+		return
+	}
+	delete(t.streams, key)
+	if st.node != nil {
+		id := st.node.GetId()
+		if t.nodes[id]--; t.nodes[id] <= 0 {
+			delete(t.nodes, id)
+		}
+		t.m.connected.Set(float64(len(t.nodes)))
+	}
+	t.notifyLocked()
+}
+
+func (t *tracker) setNodeLocked(st *streamState, node *core.Node) {
+	if st.node != nil || node == nil {
+		return
+	}
+	st.node = node
+	t.nodes[node.GetId()]++
+	t.m.connected.Set(float64(len(t.nodes)))
+	t.notifyLocked()
+}
+
+// onRequest handles a SotW request: its resource names are the whole
+// subscription, and a response nonce makes it an ACK or (with error_detail)
+// a NACK of that response.
+func (t *tracker) onRequest(id int64, req *discovery.DiscoveryRequest) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.streams[streamKey{id: id}]
+	if st == nil {
+		return
+	}
+	t.setNodeLocked(st, req.GetNode())
+	typeURL := req.GetTypeUrl()
+	if typeURL == "" {
+		typeURL = st.defaultType
+	}
+	ts, first := st.typeState(typeURL)
+	names := req.GetResourceNames()
+	switch {
+	case first && len(names) == 0:
+		ts.legacy, ts.wildcard = true, true
+	case ts.legacy && len(names) == 0:
+	default:
+		ts.legacy, ts.wildcard = false, false
+		clear(ts.subscribed)
+		for _, n := range names {
+			if n == "*" {
+				ts.wildcard = true
+			} else {
+				ts.subscribed[n] = struct{}{}
+			}
+		}
+	}
+	if nonce := req.GetResponseNonce(); nonce != "" {
+		if p := ts.takePending(nonce); p != nil {
+			t.answerLocked(ts, typeURL, p, req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil, req.GetVersionInfo())
+		}
+	}
+	ts.prune()
+	t.notifyLocked()
+}
+
+// onDeltaRequest handles an incremental request: subscription changes, and
+// an ACK or NACK when it carries a response nonce.
+func (t *tracker) onDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.streams[streamKey{delta: true, id: id}]
+	if st == nil {
+		return
+	}
+	t.setNodeLocked(st, req.GetNode())
+	typeURL := req.GetTypeUrl()
+	if typeURL == "" {
+		typeURL = st.defaultType
+	}
+	ts, first := st.typeState(typeURL)
+	if first {
+		// A reconnecting Envoy still runs what it had; record it as held.
+		maps.Copy(ts.acked, req.GetInitialResourceVersions())
+		if len(req.GetResourceNamesSubscribe()) == 0 {
+			ts.legacy, ts.wildcard = true, true
+		}
+	}
+	for _, n := range req.GetResourceNamesSubscribe() {
+		if n == "*" {
+			ts.wildcard = true
+		} else {
+			ts.subscribed[n] = struct{}{}
+		}
+	}
+	for _, n := range req.GetResourceNamesUnsubscribe() {
+		if n == "*" {
+			ts.wildcard, ts.legacy = false, false
+			continue
+		}
+		delete(ts.subscribed, n)
+		delete(ts.acked, n)
+		delete(ts.errors, n)
+	}
+	if nonce := req.GetResponseNonce(); nonce != "" {
+		if p := ts.takePending(nonce); p != nil {
+			t.answerLocked(ts, typeURL, p, req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil, "")
+		}
+	}
+	t.notifyLocked()
+}
+
+func (t *tracker) answerLocked(ts *typeState, typeURL string, p *sentResponse, msg string, nack bool, version string) {
+	now := t.now()
+	ts.lastUpdated = now
+	if !nack {
+		t.m.acks.WithLabelValues(typeLabel(typeURL)).Inc()
+		if p.full {
+			clear(ts.acked)
+		}
+		for n, v := range p.resources {
+			ts.acked[n] = v
+			delete(ts.errors, n)
+		}
+		for _, n := range p.removed {
+			delete(ts.acked, n)
+			delete(ts.errors, n)
+		}
+		return
+	}
+	t.m.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
+	names := slices.Sorted(maps.Keys(p.resources))
+	ts.lastNack = &Nack{Error: msg, Version: version, Resources: names, Time: now}
+	for n, v := range p.resources {
+		ts.errors[n] = ResourceError{Version: v, Error: msg, Time: now}
+	}
+}
+
+// takePending removes the response sent under nonce, and any older one
+// still waiting (Envoy answers responses in order; older ones were skipped).
+func (ts *typeState) takePending(nonce string) *sentResponse {
+	p, ok := ts.pending[nonce]
+	if !ok {
+		return nil
+	}
+	for n, q := range ts.pending {
+		if q.seq <= p.seq {
+			delete(ts.pending, n)
+		}
+	}
+	return p
+}
+
+func (ts *typeState) wants(name string) bool {
+	if ts.wildcard {
+		return true
+	}
+	_, ok := ts.subscribed[name]
+	return ok
+}
+
+// prune forgets resources the node no longer subscribes to.
+func (ts *typeState) prune() {
+	if ts.wildcard {
+		return
+	}
+	for n := range ts.acked {
+		if !ts.wants(n) {
+			delete(ts.acked, n)
+		}
+	}
+	for n := range ts.errors {
+		if !ts.wants(n) {
+			delete(ts.errors, n)
+		}
+	}
+	for n, v := range ts.sent {
+		if !ts.wants(n) {
+			delete(ts.sent, n)
+			ts.sentSum -= entryHash(n, v)
+		}
+	}
+}
+
+// entryHash feeds a multiset hash (a sum), so a type's version can be kept
+// up to date per changed resource instead of rehashing everything.
+func entryHash(name, version string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	h.Write([]byte{0})
+	h.Write([]byte(version))
+	return h.Sum64()
+}
+
+// onResponse records a SotW response about to be sent and sets its
+// version_info to a hash of what the node holds once it applies it, so the
+// same state has the same version on every server. go-control-plane would
+// otherwise send its cache's update counter. The callback runs right before
+// the message is sent, and the message is this stream's own.
+func (t *tracker) onResponse(id int64, resp *discovery.DiscoveryResponse) {
+	res := make(map[string]string, len(resp.GetResources()))
+	for _, a := range resp.GetResources() {
+		res[resourceName(a.GetValue())] = cache.HashResource(a.GetValue())
+	}
+	typeURL := resp.GetTypeUrl()
+	t.m.pushes.WithLabelValues(typeLabel(typeURL)).Inc()
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.streams[streamKey{id: id}]
+	if st == nil {
+		return
+	}
+	ts, _ := st.typeState(typeURL)
+	full := cache.ResourceRequiresFullStateInSotw(typeURL)
+	if full {
+		clear(ts.sent)
+		ts.sentSum = 0
+	}
+	for n, v := range res {
+		if old, ok := ts.sent[n]; ok {
+			ts.sentSum -= entryHash(n, old)
+		}
+		ts.sent[n] = v
+		ts.sentSum += entryHash(n, v)
+	}
+	resp.VersionInfo = fmt.Sprintf("%016x", ts.sentSum)
+	seq, _ := strconv.ParseInt(resp.GetNonce(), 10, 64)
+	ts.pending[resp.GetNonce()] = &sentResponse{seq: seq, full: full, resources: res}
+}
+
+func (t *tracker) onDeltaResponse(id int64, resp *discovery.DeltaDiscoveryResponse) {
+	typeURL := resp.GetTypeUrl()
+	t.m.pushes.WithLabelValues(typeLabel(typeURL)).Inc()
+	res := make(map[string]string, len(resp.GetResources()))
+	for _, r := range resp.GetResources() {
+		res[r.GetName()] = r.GetVersion()
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.streams[streamKey{delta: true, id: id}]
+	if st == nil {
+		return
+	}
+	ts, _ := st.typeState(typeURL)
+	seq, _ := strconv.ParseInt(resp.GetNonce(), 10, 64)
+	ts.pending[resp.GetNonce()] = &sentResponse{seq: seq, resources: res, removed: resp.GetRemovedResources()}
+}
+
+// resourceName reads field 1 of an encoded resource: the name of a Cluster,
+// Listener, RouteConfiguration and Secret, the cluster_name of a
+// ClusterLoadAssignment. Deterministic encoding puts it first.
+func resourceName(b []byte) string {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return ""
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return ""
+			}
+			return string(v)
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return ""
+		}
+		b = b[n:]
+	}
+	return ""
+}
+
+// nodeView merges the streams of one node (one ADS stream, or one stream
+// per type without ADS).
+type nodeView struct {
+	node  *core.Node
+	delta bool
+	types map[string]*typeState
+}
+
+func (t *tracker) viewsLocked() map[string]*nodeView {
+	out := map[string]*nodeView{}
+	for key, st := range t.streams {
+		if st.node == nil {
+			continue
+		}
+		v, ok := out[st.node.GetId()]
+		if !ok {
+			v = &nodeView{node: st.node, types: map[string]*typeState{}}
+			out[st.node.GetId()] = v
+		}
+		v.delta = v.delta || key.delta
+		maps.Copy(v.types, st.types)
+	}
+	return out
+}
+
+func (t *tracker) snapshot() []NodeStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	views := t.viewsLocked()
+	out := make([]NodeStatus, 0, len(views))
+	for _, v := range views {
+		ns := NodeStatus{ID: v.node.GetId(), Cluster: v.node.GetCluster(), Delta: v.delta, Types: map[string]TypeStatus{}, node: v.node}
+		for typeURL, ts := range v.types {
+			s := TypeStatus{
+				Acked:       maps.Clone(ts.acked),
+				Wildcard:    ts.wildcard,
+				Subscribed:  slices.Sorted(maps.Keys(ts.subscribed)),
+				Errors:      maps.Clone(ts.errors),
+				LastUpdated: ts.lastUpdated,
+			}
+			if ts.lastNack != nil {
+				n := *ts.lastNack
+				s.LastNack = &n
+			}
+			ns.Types[typeURL] = s
+		}
+		out = append(out, ns)
+	}
+	slices.SortFunc(out, func(a, b NodeStatus) int {
+		if a.ID < b.ID {
+			return -1
+		}
+		if a.ID > b.ID {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+func (t *tracker) acked(typeURL, name, version string) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
+	for id, v := range t.viewsLocked() {
+		if ts := v.types[typeURL]; ts != nil && ts.acked[name] == version {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ref is a resource version that connected nodes must hold before the
+// server moves on. For a cluster, eds names the endpoints it needs too.
+type ref struct {
+	typeURL, name, version string
+	eds                    string
+}
+
+// settled reports whether every connected node holds (or has rejected)
+// every ref that concerns it.
+func (t *tracker) settled(refs []ref) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, v := range t.viewsLocked() {
+		for _, r := range refs {
+			if !v.holds(r) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (v *nodeView) holds(r ref) bool {
+	ts := v.types[r.typeURL]
+	if r.typeURL == routeType {
+		// Envoy asks for a route configuration once it has the listener
+		// using it, so a node that takes listeners must get there.
+		if v.types[listenerType] == nil {
+			return true
+		}
+		if ts == nil {
+			return false
+		}
+	} else if ts == nil || !ts.wants(r.name) {
+		return true
+	}
+	if e, ok := ts.errors[r.name]; ok && e.Version == r.version {
+		return true // rejected: waiting longer will not help
+	}
+	if ts.acked[r.name] != r.version {
+		return false
+	}
+	if r.eds == "" {
+		return true
+	}
+	ets := v.types[endpointType]
+	if ets == nil {
+		return false
+	}
+	_, acked := ets.acked[r.eds]
+	_, failed := ets.errors[r.eds]
+	return acked || failed
+}
+
+// waitSettled blocks until settled(refs), the timeout, or ctx is done. It
+// reports whether the nodes settled.
+func (t *tracker) waitSettled(ctx context.Context, refs []ref, timeout time.Duration) bool {
+	if len(refs) == 0 {
+		return true
+	}
+	ch, cancel := t.subscribe()
+	defer cancel()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		if t.settled(refs) {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}

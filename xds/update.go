@@ -1,0 +1,241 @@
+package xds
+
+import (
+	"errors"
+	"maps"
+	"sort"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+)
+
+// SetSnapshot hands the server the full state to serve. The first call
+// loads it and starts serving; later calls are diffed by content against
+// what is served and applied in make-before-break order by the update loop,
+// so SetSnapshot never blocks on Envoys. An error means the snapshot was
+// malformed (wrong message type, key not the resource's name) and nothing
+// was changed.
+func (s *Server) SetSnapshot(snap Snapshot) error {
+	byType := snap.byType()
+	s.mu.Lock()
+	prev := []state{s.served, s.desired}
+	s.mu.Unlock()
+	next := state{}
+	var errs []error
+	for _, t := range allTypes {
+		e, err := buildEntries(t, byType[t], prev[0][t], prev[1][t])
+		errs = append(errs, err)
+		next[t] = e
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.desired = next
+	if !s.ready {
+		s.openLocked()
+		return nil
+	}
+	s.kickLoop()
+	return nil
+}
+
+// SetEndpoints replaces the endpoint set (keyed by cluster name) and nothing
+// else. New and changed endpoints go out at once, on EDS only; endpoints no
+// longer listed are removed by the update loop after the clusters using them.
+func (s *Server) SetEndpoints(eps map[string]*endpointv3.ClusterLoadAssignment) error {
+	in := make(map[string]proto.Message, len(eps))
+	for k, v := range eps {
+		in[k] = v
+	}
+	s.mu.Lock()
+	prev := []map[string]entry{s.served[endpointType], s.desired[endpointType]}
+	s.mu.Unlock()
+	next, err := buildEntries(endpointType, in, prev...)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := maps.Clone(s.desired)
+	d[endpointType] = next
+	s.desired = d
+	if !s.ready {
+		return nil
+	}
+	s.syncLocked(endpointType, next, true, false)
+	for name := range s.served[endpointType] {
+		if _, ok := next[name]; !ok {
+			s.kickLoop()
+			break
+		}
+	}
+	return nil
+}
+
+func (s *Server) kickLoop() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// syncLocked moves one type of the served state towards want: upserting
+// resources whose version differs, and deleting those not in want if
+// deletes is set. Only changed resources reach the cache, so only their
+// subscribers hear about them. It returns the refs that changed.
+func (s *Server) syncLocked(typeURL string, want map[string]entry, upserts, deletes bool) []ref {
+	served := s.served[typeURL]
+	var update map[string]types.Resource
+	var remove []string
+	var changed []ref
+	if upserts {
+		for name, e := range want {
+			if old, ok := served[name]; ok && old.version == e.version {
+				continue
+			}
+			if update == nil {
+				update = map[string]types.Resource{}
+			}
+			update[name] = e.msg
+			changed = append(changed, ref{typeURL: typeURL, name: name, version: e.version})
+		}
+	}
+	if deletes {
+		for name := range served {
+			if _, ok := want[name]; !ok {
+				remove = append(remove, name)
+			}
+		}
+	}
+	if len(update) == 0 && len(remove) == 0 {
+		return nil
+	}
+	next := maps.Clone(served)
+	for _, r := range changed {
+		next[r.name] = want[r.name]
+	}
+	for _, name := range remove {
+		delete(next, name)
+	}
+	s.served = maps.Clone(s.served)
+	s.served[typeURL] = next
+	sort.Strings(remove)
+	if err := s.caches[typeURL].UpdateResources(update, remove); err != nil {
+		s.log.Error("xds: updating cache", zap.String("type", typeLabel(typeURL)), zap.Error(err))
+	}
+	size := 0
+	for _, e := range next {
+		size += e.size
+	}
+	s.m.resources.WithLabelValues(typeLabel(typeURL)).Set(float64(len(next)))
+	s.m.bytes.WithLabelValues(typeLabel(typeURL)).Set(float64(size))
+	s.log.Debug("xds: updated", zap.String("type", typeLabel(typeURL)),
+		zap.Int("changed", len(changed)), zap.Int("removed", len(remove)))
+	return changed
+}
+
+// run is the update loop. Each round takes the latest desired state d and
+//
+//  1. upserts clusters, endpoints and secrets, then waits until every
+//     connected Envoy has ACKed (or rejected) the changed clusters and holds
+//     endpoints for them, so routes never point at unknown clusters;
+//  2. applies listeners, and upserts routes;
+//  3. if anything is to be removed (clusters, endpoints, secrets, routes no
+//     longer in d), waits until every Envoy holds d's listeners and routes,
+//     then removes what neither d nor any newer state wants.
+//
+// Waits are bounded by Options.AckTimeout, so a stuck Envoy delays updates
+// but cannot stop them.
+func (s *Server) run() {
+	defer close(s.done)
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.kick:
+		}
+		s.round()
+	}
+}
+
+func (s *Server) round() {
+	s.mu.Lock()
+	if !s.ready {
+		s.mu.Unlock()
+		return
+	}
+	d := s.desired
+	var warm []ref
+	warm = append(warm, s.syncLocked(clusterType, d[clusterType], true, false)...)
+	s.syncLocked(endpointType, s.desired[endpointType], true, false)
+	warm = append(warm, s.syncLocked(secretType, d[secretType], true, false)...)
+	s.mu.Unlock()
+
+	eds := edsNames(d[clusterType])
+	for i := range warm {
+		if warm[i].typeURL == clusterType {
+			warm[i].eds = eds[warm[i].name]
+		}
+	}
+	if !s.tracker.waitSettled(s.ctx, warm, s.opts.AckTimeout) && s.ctx.Err() == nil {
+		s.log.Warn("xds: Envoys did not ACK new clusters in time; sending routes anyway", zap.Int("resources", len(warm)))
+	}
+	if s.ctx.Err() != nil {
+		return
+	}
+
+	s.mu.Lock()
+	s.syncLocked(routeType, d[routeType], true, false)
+	s.syncLocked(listenerType, d[listenerType], true, true)
+	stale := false
+	for _, t := range []string{clusterType, endpointType, secretType, routeType} {
+		for name := range s.served[t] {
+			if _, ok := d[t][name]; !ok {
+				stale = true
+			}
+		}
+	}
+	s.mu.Unlock()
+	if !stale {
+		return
+	}
+
+	// What Envoys must hold before anything goes: d's listeners and the
+	// routes they use.
+	var hold []ref
+	for name, e := range d[listenerType] {
+		hold = append(hold, ref{typeURL: listenerType, name: name, version: e.version})
+	}
+	for name := range routeNames(d[listenerType]) {
+		if e, ok := d[routeType][name]; ok {
+			hold = append(hold, ref{typeURL: routeType, name: name, version: e.version})
+		}
+	}
+	if !s.tracker.waitSettled(s.ctx, hold, s.opts.AckTimeout) && s.ctx.Err() == nil {
+		s.log.Warn("xds: Envoys did not ACK new routes in time; removing unused resources anyway")
+	}
+	if s.ctx.Err() != nil {
+		return
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	latest := s.desired
+	for _, t := range []string{routeType, secretType, clusterType, endpointType} {
+		// Keep what d or a newer state still wants; the next round handles
+		// the newer state's own removals.
+		keep := maps.Clone(s.served[t])
+		for name := range keep {
+			_, inD := d[t][name]
+			_, inLatest := latest[t][name]
+			if !inD && !inLatest {
+				delete(keep, name)
+			}
+		}
+		s.syncLocked(t, keep, false, true)
+	}
+}
