@@ -2,6 +2,7 @@ package translator
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"time"
 )
@@ -67,11 +68,16 @@ func (c *Config) Validate() error {
 		}
 		seen[p] = name
 	}
-	if c.ListenAddress == "" {
-		return fmt.Errorf("listen-address: must not be empty")
+	// Envoy binds listeners to IP addresses only.
+	if _, err := netip.ParseAddr(c.ListenAddress); err != nil {
+		return fmt.Errorf("listen-address: %q is not an IP address", c.ListenAddress)
 	}
-	if c.StreamIdleTimeout < 0 || c.IdleTimeout < 0 || c.ConnectTimeout < 0 {
+	if c.StreamIdleTimeout < 0 || c.IdleTimeout < 0 {
 		return fmt.Errorf("timeouts must not be negative")
+	}
+	// Envoy requires connect_timeout > 0.
+	if c.ConnectTimeout <= 0 {
+		return fmt.Errorf("connect-timeout: %v must be positive", c.ConnectTimeout)
 	}
 	return nil
 }

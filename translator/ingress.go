@@ -111,7 +111,6 @@ func (p *Piece) Key() string { return p.Namespace + "/" + p.Name }
 // problems come back in Piece.Err.
 func Translate(ing *v1alpha1.Ingress, lookup Lookup, cfg *Config) *Piece {
 	ing = ing.DeepCopy()
-	ing.SetDefaults(context.Background())
 	p := &Piece{
 		Namespace:  ing.Namespace,
 		Name:       ing.Name,
@@ -128,8 +127,14 @@ func Translate(ing *v1alpha1.Ingress, lookup Lookup, cfg *Config) *Piece {
 }
 
 func translate(p *Piece, ing *v1alpha1.Ingress, lookup Lookup, cfg *Config) *Error {
+	// Validate before defaulting: SetDefaults dereferences rule.HTTP, which
+	// Validate reports as missing.
 	if fe := ing.Validate(context.Background()); fe != nil {
 		return errorf(ReasonInvalid, "%s", strings.ReplaceAll(fe.Error(), "\n", "; "))
+	}
+	ing.SetDefaults(context.Background())
+	if err := checkValues(ing); err != nil {
+		return err
 	}
 	sum, err := ingress.ComputeHash(ing)
 	if err != nil {
@@ -331,7 +336,8 @@ func headersToSet(h map[string]string) []*corev3.HeaderValueOption {
 
 func setHeader(k, v string) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{
-		Header:       &corev3.HeaderValue{Key: k, Value: v},
+		// Envoy reads header values as format strings: keep them literal.
+		Header:       &corev3.HeaderValue{Key: k, Value: strings.ReplaceAll(v, "%", "%%")},
 		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 	}
 }
