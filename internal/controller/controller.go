@@ -85,19 +85,20 @@ type Controller struct {
 	statusQueue workqueue.TypedRateLimitingInterface[string]
 	kick        chan struct{}
 
-	mu        sync.Mutex // guards everything below
-	cfg       translator.Config
-	cfgErr    error
-	table     *translator.Table
-	deps      *deps
-	eds       map[string]*endpointv3.ClusterLoadAssignment
-	backends  map[string]translator.Backend
+	mu       sync.Mutex // guards everything below
+	cfg      translator.Config
+	cfgErr   error
+	table    *translator.Table
+	deps     *deps
+	eds      map[string]*endpointv3.ClusterLoadAssignment
+	backends map[string]translator.Backend
 	// EDS clusters per Service ("ns/name"), from the last publish
 	clustersBySvc map[string][]string
-	published bool
+	published     bool
 	// last status seen per ingress key, to find which changed on a build
 	lastStatus map[string]string
 	ready      bool
+	leader     bool
 }
 
 // New wires the informers; Run starts them.

@@ -66,7 +66,7 @@ func (c *Controller) updateStatus(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	if !c.ours(ing) || ing.DeletionTimestamp != nil {
+	if !c.ours(ing) || ing.DeletionTimestamp != nil || !c.isLeader() {
 		return nil
 	}
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"flag"
+	"io"
+
+	"sluice.dev/sluice/internal/bootstrap"
+)
+
+func runBootstrap(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bootstrap", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o bootstrap.Options
+	fs.StringVar(&o.XDSAddress, "xds-address", "127.0.0.1:18000", "host:port of Sluice's xDS server")
+	fs.StringVar(&o.NodeID, "node-id", "envoy-0", "Envoy node id (its pod name in a cluster; Envoy's --service-node overrides it)")
+	fs.StringVar(&o.NodeCluster, "node-cluster", "sluice-gateway", "Envoy node cluster: the gateway name")
+	fs.StringVar(&o.AdminAddress, "admin-address", "127.0.0.1:9901", "host:port of Envoy's admin interface")
+	fs.BoolVar(&o.SotW, "sotw", false, "use state-of-the-world ADS instead of delta")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	b, err := bootstrap.Build(o)
+	if err != nil {
+		return err
+	}
+	y, err := bootstrap.YAML(b)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(y)
+	return err
+}

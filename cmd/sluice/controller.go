@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientset "knative.dev/networking/pkg/client/clientset/versioned"
+
+	"sluice.dev/sluice/internal/controller"
+	"sluice.dev/sluice/translator"
+	"sluice.dev/sluice/xds"
+)
+
+func runController(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	def := translator.DefaultConfig()
+	opts := controller.Options{Translator: def}
+	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig file; in-cluster config when empty")
+	xdsAddr := fs.String("xds-address", ":18000", "address of the xDS gRPC server (ADS, CSDS, reflection, health)")
+	adminAddr := fs.String("admin-address", ":19000", "address of /metrics, /healthz, /readyz and /debug/pprof")
+	logFormat := fs.String("log-format", "", "json or console (default: json in a cluster, console otherwise)")
+	logLevel := zap.LevelFlag("log-level", zap.InfoLevel, "log level")
+	fs.StringVar(&opts.IngressClass, "ingress-class", "sluice.ingress.networking.knative.dev", "KIngress class served")
+	fs.StringVar(&opts.SystemNamespace, "namespace", envOr("SYSTEM_NAMESPACE", "knative-serving"), "namespace of config-sluice and the gateway Services")
+	fs.StringVar(&opts.PublicService, "public-service", "sluice-gateway", "Service of the external gateway")
+	fs.StringVar(&opts.PrivateService, "private-service", "sluice-internal", "Service of the cluster-local gateway")
+	fs.StringVar(&opts.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain")
+	fs.BoolVar(&opts.WatchAllSecrets, "watch-all-secrets", false, "watch every Secret, not only those labelled "+"networking.internal.knative.dev/certificate-uid")
+	fs.DurationVar(&opts.Debounce, "debounce", 5*time.Millisecond, "gather changes for this long before publishing")
+	fs.IntVar(&opts.Workers, "workers", 4, "reconcile workers")
+	ports := []*uint32{&opts.Translator.ExternalHTTPPort, &opts.Translator.ExternalHTTPSPort, &opts.Translator.InternalHTTPPort, &opts.Translator.InternalHTTPSPort}
+	for i, name := range []string{"external-http-port", "external-https-port", "internal-http-port", "internal-https-port"} {
+		p := ports[i]
+		fs.Func(name, fmt.Sprintf("Envoy listener port (default %d; config-sluice may override)", *p), func(s string) error {
+			var n uint32
+			if _, err := fmt.Sscan(s, &n); err != nil {
+				return err
+			}
+			*p = n
+			return nil
+		})
+	}
+	leaderElect := fs.Bool("leader-elect", true, "only the holder of a Lease writes KIngress status")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := opts.Translator.Validate(); err != nil {
+		return err
+	}
+	// The private gateway's own domain is served by our internal listener.
+	opts.Translator.LocalGatewayDomains = append(opts.Translator.LocalGatewayDomains,
+		fmt.Sprintf("%s.%s.svc.%s", opts.PrivateService, opts.SystemNamespace, opts.ClusterDomain))
+
+	restCfg, inCluster, err := kubeConfig(*kubeconfig)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(*logFormat, inCluster, *logLevel)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	restCfg.QPS, restCfg.Burst = 50, 100
+	kube, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+	kn, err := clientset.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := xds.New(log.Named("xds"), xds.Options{Registry: reg})
+	ctrl := controller.New(log.Named("controller"), kube, kn, sink{srv}, controller.NewMetrics(reg), opts)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	xlis, err := net.Listen("tcp", *xdsAddr)
+	if err != nil {
+		return fmt.Errorf("xds-address: %w", err)
+	}
+	alis, err := net.Listen("tcp", *adminAddr)
+	if err != nil {
+		return fmt.Errorf("admin-address: %w", err)
+	}
+	log.Info("starting", zap.String("version", version), zap.String("xds", xlis.Addr().String()),
+		zap.String("admin", alis.Addr().String()), zap.String("class", opts.IngressClass))
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(ctx, xlis) })
+	g.Go(func() error { return serveAdmin(ctx, alis, reg, func() bool { return ctrl.Ready() && srv.Ready() }) })
+	g.Go(func() error {
+		if *leaderElect {
+			return controller.RunLeaderElection(ctx, log.Named("leader"), kube, opts.SystemNamespace, ctrl)
+		}
+		ctrl.SetLeader(true)
+		return nil
+	})
+	g.Go(func() error { return ctrl.Run(ctx) })
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// sink adapts the xDS server to the controller.
+type sink struct{ s *xds.Server }
+
+func (k sink) Publish(out *translator.Output, eps map[string]*endpointv3.ClusterLoadAssignment) error {
+	snap := xds.Snapshot{
+		Clusters:  byName(out.Clusters, func(c *clusterv3.Cluster) string { return c.Name }),
+		Listeners: byName(out.Listeners, func(l *listenerv3.Listener) string { return l.Name }),
+		Routes:    byName(out.Routes, func(r *routev3.RouteConfiguration) string { return r.Name }),
+		Secrets:   byName(out.Secrets, func(s *tlsv3.Secret) string { return s.Name }),
+		Endpoints: make(map[string]proto.Message, len(eps)),
+	}
+	for k, v := range eps {
+		snap.Endpoints[k] = v
+	}
+	return k.s.SetSnapshot(snap)
+}
+
+func (k sink) PublishEndpoints(eps map[string]*endpointv3.ClusterLoadAssignment) error {
+	return k.s.SetEndpoints(eps)
+}
+
+func byName[T proto.Message](in []T, name func(T) string) map[string]proto.Message {
+	out := make(map[string]proto.Message, len(in))
+	for _, m := range in {
+		out[name(m)] = m
+	}
+	return out
+}
+
+func serveAdmin(ctx context.Context, lis net.Listener, reg *prometheus.Registry, ready func() bool) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "not ready: informers syncing or first translation not published", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+	}()
+	if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func kubeConfig(path string) (*rest.Config, bool, error) {
+	if path == "" {
+		c, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, false, fmt.Errorf("no --kubeconfig and not in a cluster: %w", err)
+		}
+		return c, true, nil
+	}
+	c, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		return nil, false, fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	return c, false, nil
+}
+
+func newLogger(format string, inCluster bool, level zapcore.Level) (*zap.Logger, error) {
+	if format == "" {
+		format = "console"
+		if inCluster {
+			format = "json"
+		}
+	}
+	var cfg zap.Config
+	switch format {
+	case "json":
+		cfg = zap.NewProductionConfig()
+	case "console":
+		cfg = zap.NewDevelopmentConfig()
+	default:
+		return nil, fmt.Errorf("log-format: %q is not json or console", format)
+	}
+	cfg.Level = zap.NewAtomicLevelAt(level)
+	return cfg.Build()
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,53 @@
+package bootstrap
+
+import (
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+)
+
+func TestBuild(t *testing.T) {
+	b, err := Build(Options{XDSAddress: "127.0.0.1:18000", NodeID: "envoy-0", NodeCluster: "sluice-gateway", AdminAddress: "127.0.0.1:9901"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ValidateAll(); err != nil {
+		t.Fatalf("bootstrap does not validate: %v", err)
+	}
+	if got := b.DynamicResources.AdsConfig.ApiType; got != corev3.ApiConfigSource_DELTA_GRPC {
+		t.Errorf("ADS api type = %v, want delta by default", got)
+	}
+	if b.Node.Id != "envoy-0" || b.Node.Cluster != "sluice-gateway" {
+		t.Errorf("node = %v", b.Node)
+	}
+	y, err := YAML(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"port_value: 18000", "cluster_name: sluice-xds", "type: STATIC"} {
+		if !strings.Contains(string(y), want) {
+			t.Errorf("bootstrap YAML lacks %q:\n%s", want, y)
+		}
+	}
+	sotw, _ := Build(Options{XDSAddress: "sluice.knative-serving:18000", NodeID: "a", NodeCluster: "b", AdminAddress: "127.0.0.1:9901", SotW: true})
+	if sotw.DynamicResources.AdsConfig.ApiType != corev3.ApiConfigSource_GRPC {
+		t.Error("SotW not honoured")
+	}
+	if !strings.Contains(sotw.StaticResources.Clusters[0].GetType().String(), "STRICT_DNS") {
+		t.Error("a DNS name must give a STRICT_DNS cluster")
+	}
+}
+
+func TestBuildErrors(t *testing.T) {
+	for _, o := range []Options{
+		{XDSAddress: "nohost", NodeID: "a", NodeCluster: "b", AdminAddress: "127.0.0.1:1"},
+		{XDSAddress: "127.0.0.1:0", NodeID: "a", NodeCluster: "b", AdminAddress: "127.0.0.1:1"},
+		{XDSAddress: "127.0.0.1:1", NodeCluster: "b", AdminAddress: "127.0.0.1:1"},
+		{XDSAddress: "127.0.0.1:1", NodeID: "a", NodeCluster: "b", AdminAddress: ""},
+	} {
+		if _, err := Build(o); err == nil {
+			t.Errorf("Build(%+v) gave no error", o)
+		}
+	}
+}

@@ -1,0 +1,276 @@
+package controller
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"knative.dev/networking/pkg/apis/networking"
+	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+	knfake "knative.dev/networking/pkg/client/clientset/versioned/fake"
+	"knative.dev/pkg/apis"
+
+	"sluice.dev/sluice/translator"
+)
+
+const class = "sluice.ingress.networking.knative.dev"
+
+type fakeSink struct {
+	mu        sync.Mutex
+	full      int
+	last      *translator.Output
+	endpoints []map[string]*endpointv3.ClusterLoadAssignment
+	allEDS    map[string]*endpointv3.ClusterLoadAssignment
+}
+
+func (f *fakeSink) Publish(out *translator.Output, eps map[string]*endpointv3.ClusterLoadAssignment) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.full++
+	f.last = out
+	f.allEDS = eps
+	return nil
+}
+
+func (f *fakeSink) PublishEndpoints(eps map[string]*endpointv3.ClusterLoadAssignment) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.endpoints = append(f.endpoints, eps)
+	return nil
+}
+
+func (f *fakeSink) state() (int, *translator.Output, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.full, f.last, len(f.endpoints)
+}
+
+func ingress(name, host, svc string, ann map[string]string) *v1alpha1.Ingress {
+	return &v1alpha1.Ingress{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", Generation: 1, Annotations: ann,
+			CreationTimestamp: metav1.NewTime(time.Date(2026, 1, 1, 0, 0, len(name), 0, time.UTC))},
+		Spec: v1alpha1.IngressSpec{Rules: []v1alpha1.IngressRule{{
+			Hosts: []string{host}, Visibility: v1alpha1.IngressVisibilityExternalIP,
+			HTTP: &v1alpha1.HTTPIngressRuleValue{Paths: []v1alpha1.HTTPIngressPath{{
+				Splits: []v1alpha1.IngressBackendSplit{{IngressBackend: v1alpha1.IngressBackend{
+					ServiceNamespace: "ns", ServiceName: svc, ServicePort: intstr.FromInt(80)}, Percent: 100}},
+			}}},
+		}}},
+	}
+}
+
+func service(name string) *corev1.Service {
+	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns"},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}}
+}
+
+func slice(svc, ip string) *discoveryv1.EndpointSlice {
+	port, name, ready := int32(8080), "http", true
+	return &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: svc + "-x", Namespace: "ns", Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: &name, Port: &port}},
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
+	}
+}
+
+type env struct {
+	kube *kubefake.Clientset
+	kn   *knfake.Clientset
+	sink *fakeSink
+	ctrl *Controller
+}
+
+func start(t *testing.T, kubeObjs []any, ings ...*v1alpha1.Ingress) *env {
+	t.Helper()
+	e := &env{kube: kubefake.NewClientset(), sink: &fakeSink{}}
+	for _, o := range kubeObjs {
+		switch o := o.(type) {
+		case *corev1.Service:
+			_ = e.kube.Tracker().Add(o)
+		case *discoveryv1.EndpointSlice:
+			_ = e.kube.Tracker().Add(o)
+		case *corev1.Secret:
+			_ = e.kube.Tracker().Add(o)
+		}
+	}
+	e.kn = knfake.NewSimpleClientset()
+	for _, i := range ings {
+		_ = e.kn.Tracker().Add(i)
+	}
+	e.ctrl = New(zap.NewNop(), e.kube, e.kn, e.sink, NewMetrics(nil), Options{
+		IngressClass: class, SystemNamespace: "knative-serving", PublicService: "sluice-gateway",
+		PrivateService: "sluice-internal", ClusterDomain: "cluster.local", Translator: translator.DefaultConfig(),
+	})
+	e.ctrl.SetLeader(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = e.ctrl.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, "first publish", e.ctrl.Ready)
+	return e
+}
+
+func waitFor(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (e *env) get(t *testing.T, name string) *v1alpha1.Ingress {
+	t.Helper()
+	ing, err := e.kn.NetworkingV1alpha1().Ingresses("ns").Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ing
+}
+
+func cond(ing *v1alpha1.Ingress, c apis.ConditionType) *apis.Condition { return ing.Status.GetCondition(c) }
+
+func ours() map[string]string { return map[string]string{networking.IngressClassAnnotationKey: class} }
+
+func TestReadyStatusAndLoadBalancer(t *testing.T) {
+	e := start(t, []any{service("a"), slice("a", "10.0.0.1")}, ingress("a", "a.example.com", "a", ours()))
+	waitFor(t, "ready", func() bool { return e.get(t, "a").IsReady() })
+	ing := e.get(t, "a")
+	if got := ing.Status.PublicLoadBalancer.Ingress[0].DomainInternal; got != "sluice-gateway.knative-serving.svc.cluster.local" {
+		t.Errorf("public LB = %q", got)
+	}
+	if got := ing.Status.PrivateLoadBalancer.Ingress[0].DomainInternal; got != "sluice-internal.knative-serving.svc.cluster.local" {
+		t.Errorf("private LB = %q", got)
+	}
+	_, out, _ := e.sink.state()
+	if len(out.Clusters) != 1 || out.Clusters[0].Name != "ns/a:80" {
+		t.Errorf("clusters = %v", out.Clusters)
+	}
+	e.sink.mu.Lock()
+	cla := e.sink.allEDS["ns/a:80"]
+	e.sink.mu.Unlock()
+	if cla == nil || len(cla.Endpoints) != 1 || cla.Endpoints[0].LbEndpoints[0].GetEndpoint().Address.GetSocketAddress().Address != "10.0.0.1" {
+		t.Errorf("endpoints = %v", cla)
+	}
+}
+
+// Objects of another class, or none, must never be written.
+func TestOtherClassesUntouched(t *testing.T) {
+	other := ingress("b", "b.example.com", "a", map[string]string{networking.IngressClassAnnotationKey: "kourier.ingress.networking.knative.dev"})
+	none := ingress("c", "c.example.com", "a", nil)
+	e := start(t, []any{service("a")}, other, none, ingress("a", "a.example.com", "a", ours()))
+	waitFor(t, "ours ready", func() bool { return e.get(t, "a").IsReady() })
+	time.Sleep(100 * time.Millisecond)
+	for _, a := range e.kn.Actions() {
+		switch a.GetVerb() {
+		case "list", "watch", "get":
+			continue
+		}
+		u, ok := a.(k8stesting.UpdateAction)
+		if !ok || a.GetSubresource() != "status" {
+			t.Errorf("unexpected write %s %s", a.GetVerb(), a.GetResource())
+			continue
+		}
+		if name := u.GetObject().(*v1alpha1.Ingress).Name; name != "a" {
+			t.Errorf("status written on ingress %s of another class", name)
+		}
+	}
+	for _, n := range []string{"b", "c"} {
+		if got := e.get(t, n); len(got.Status.Conditions) != 0 || got.Finalizers != nil || got.ResourceVersion != "" {
+			t.Errorf("ingress %s of another class was touched: %+v", n, got.ObjectMeta)
+		}
+	}
+	_, out, _ := e.sink.state()
+	for _, r := range out.Routes {
+		for _, vh := range r.VirtualHosts {
+			if vh.Name != "a.example.com" {
+				t.Errorf("served a host of another class: %s", vh.Name)
+			}
+		}
+	}
+}
+
+// A missing Service marks only that ingress; creating it later fixes it.
+func TestDependencyTracking(t *testing.T) {
+	e := start(t, []any{service("a")}, ingress("a", "a.example.com", "a", ours()), ingress("m", "m.example.com", "missing", ours()))
+	waitFor(t, "a ready", func() bool { return e.get(t, "a").IsReady() })
+	waitFor(t, "m rejected", func() bool {
+		c := cond(e.get(t, "m"), v1alpha1.IngressConditionNetworkConfigured)
+		return c != nil && c.IsFalse() && c.Reason == translator.ReasonServiceNotFound
+	})
+	if _, err := e.kube.CoreV1().Services("ns").Create(context.Background(), service("missing"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "m ready after its Service appeared", func() bool { return e.get(t, "m").IsReady() })
+}
+
+// A host claimed twice: the older ingress keeps it.
+func TestHostConflict(t *testing.T) {
+	older := ingress("a", "same.example.com", "a", ours())
+	newer := ingress("bb", "same.example.com", "a", ours())
+	e := start(t, []any{service("a")}, older, newer)
+	waitFor(t, "older ready", func() bool { return e.get(t, "a").IsReady() })
+	waitFor(t, "newer rejected", func() bool {
+		c := cond(e.get(t, "bb"), v1alpha1.IngressConditionNetworkConfigured)
+		return c != nil && c.Reason == translator.ReasonHostConflict
+	})
+	// Deleting the older hands the host over.
+	if err := e.kn.NetworkingV1alpha1().Ingresses("ns").Delete(context.Background(), "a", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "newer ready", func() bool { return e.get(t, "bb").IsReady() })
+}
+
+// Endpoint changes go out as EDS only, without a full publish.
+func TestEndpointOnlyUpdate(t *testing.T) {
+	e := start(t, []any{service("a"), slice("a", "10.0.0.1")}, ingress("a", "a.example.com", "a", ours()))
+	waitFor(t, "ready", func() bool { return e.get(t, "a").IsReady() })
+	full, _, _ := e.sink.state()
+	s := slice("a", "10.0.0.2")
+	if _, err := e.kube.DiscoveryV1().EndpointSlices("ns").Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "EDS update", func() bool { _, _, n := e.sink.state(); return n > 0 })
+	e.sink.mu.Lock()
+	got := e.sink.endpoints[len(e.sink.endpoints)-1]["ns/a:80"]
+	e.sink.mu.Unlock()
+	if got.Endpoints[0].LbEndpoints[0].GetEndpoint().Address.GetSocketAddress().Address != "10.0.0.2" {
+		t.Errorf("EDS = %v", got)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if f, _, _ := e.sink.state(); f != full {
+		t.Errorf("endpoint change caused %d full publishes", f-full)
+	}
+}
+
+// Spec updates bump the generation; status follows it.
+func TestGenerationFollowed(t *testing.T) {
+	e := start(t, []any{service("a"), service("b")}, ingress("a", "a.example.com", "a", ours()))
+	waitFor(t, "ready", func() bool { return e.get(t, "a").IsReady() })
+	ing := e.get(t, "a")
+	ing.Spec.Rules[0].HTTP.Paths[0].Splits[0].ServiceName = "b"
+	ing.Generation = 2
+	if _, err := e.kn.NetworkingV1alpha1().Ingresses("ns").Update(context.Background(), ing, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "generation 2 ready", func() bool {
+		i := e.get(t, "a")
+		return i.IsReady() && i.Status.ObservedGeneration == 2
+	})
+	_, out, _ := e.sink.state()
+	if len(out.Clusters) != 1 || out.Clusters[0].Name != "ns/b:80" {
+		t.Errorf("clusters after update = %v", out.Clusters)
+	}
+}
