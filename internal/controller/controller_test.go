@@ -140,7 +140,9 @@ func (e *env) get(t *testing.T, name string) *v1alpha1.Ingress {
 	return ing
 }
 
-func cond(ing *v1alpha1.Ingress, c apis.ConditionType) *apis.Condition { return ing.Status.GetCondition(c) }
+func cond(ing *v1alpha1.Ingress, c apis.ConditionType) *apis.Condition {
+	return ing.Status.GetCondition(c)
+}
 
 func ours() map[string]string { return map[string]string{networking.IngressClassAnnotationKey: class} }
 
