@@ -3,6 +3,7 @@ package translator
 import (
 	"crypto/tls"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -70,7 +71,7 @@ func clusterFor(b v1alpha1.IngressBackend, field string, lookup Lookup, cfg *Con
 		}
 		if slices.Contains(cfg.LocalGatewayDomains, host) {
 			// Our own private gateway: go straight to the internal listener.
-			host, hostPort = "127.0.0.1", cfg.InternalHTTPPort
+			host, hostPort = localAddress(cfg), cfg.InternalHTTPPort
 			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
 		} else {
 			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
@@ -147,4 +148,14 @@ func secretResource(s *corev1.Secret) (*tlsv3.Secret, error) {
 			PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: key}},
 		}},
 	}, nil
+}
+
+// localAddress is where this Envoy's own listeners are reachable: loopback
+// when they bind every address, else the one address they bind.
+func localAddress(cfg *Config) string {
+	ip, err := netip.ParseAddr(cfg.ListenAddress)
+	if err != nil || ip.IsUnspecified() {
+		return "127.0.0.1"
+	}
+	return ip.String()
 }

@@ -1,6 +1,8 @@
 package translator
 
 import (
+	"net/netip"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -28,10 +30,20 @@ const (
 	InternalRoutes = "internal"
 )
 
+// listenAddress binds "::" dual-stack: Envoy sets IPV6_V6ONLY otherwise,
+// and IPv4 clients (and the local-gateway clusters) could not connect.
+func listenAddress(cfg *Config, port uint32) *corev3.Address {
+	a := socketAddress(cfg.ListenAddress, port)
+	if ip, err := netip.ParseAddr(cfg.ListenAddress); err == nil && ip.Is6() && ip.IsUnspecified() {
+		a.GetSocketAddress().Ipv4Compat = true
+	}
+	return a
+}
+
 func httpListener(name string, port uint32, routes string, cfg *Config) *listenerv3.Listener {
 	return &listenerv3.Listener{
 		Name:         name,
-		Address:      socketAddress(cfg.ListenAddress, port),
+		Address:      listenAddress(cfg, port),
 		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm(name, routes, cfg)}}},
 	}
 }
@@ -42,7 +54,7 @@ func httpListener(name string, port uint32, routes string, cfg *Config) *listene
 func httpsListener(name string, port uint32, routes string, entries []TLSEntry, defaultSecret string, cfg *Config) *listenerv3.Listener {
 	l := &listenerv3.Listener{
 		Name:    name,
-		Address: socketAddress(cfg.ListenAddress, port),
+		Address: listenAddress(cfg, port),
 		ListenerFilters: []*listenerv3.ListenerFilter{{
 			Name:       wellknown.TLSInspector,
 			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspectorv3.TlsInspector{})},
