@@ -43,7 +43,11 @@ type stopRequest struct {
 }
 
 func newPodWorker(k *kubelet, key string, pod *corev1.Pod) *podWorker {
-	ns := netnsName(k.cfg.NetnsPrefix, pod.UID)
+	id := pod.UID
+	if id == "" {
+		id = types.UID(key) // only fake clientsets leave UIDs empty
+	}
+	ns := netnsName(k.cfg.NetnsPrefix, id)
 	return &podWorker{
 		k: k, key: key, uid: pod.UID, pod: pod.DeepCopy(),
 		log:     k.log.With(zap.String("pod", key), zap.String("netns", ns)),
