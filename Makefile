@@ -1,0 +1,52 @@
+# Sluice. `make demo` runs it on the local real stack; `make test` runs every test.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+UNIT_PKGS := ./translator/... ./xds/... ./internal/... ./cmd/...
+
+.PHONY: all build test unit e2e conformance bench fmt vet lint tools envoy up down demo clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/sluice ./cmd/sluice
+
+# Every test: unit, then end to end on the local real stack.
+test: lint unit e2e
+
+unit:
+	$(GO) test -race -count=1 $(UNIT_PKGS)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+vet:
+	$(GO) vet ./...
+
+lint: vet
+	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "not gofmt-formatted:"; echo "$$bad"; exit 1; fi
+
+# Binaries of the local stack: kube-apiserver, kube-controller-manager, etcd, Envoy.
+tools:
+	hack/build-tools.sh
+	hack/install-envoy.sh
+
+e2e: build tools
+	$(GO) test -count=1 -timeout 40m -v ./e2e/...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./translator/ ./xds/
+
+# The bare stack in the background (KUBECONFIG and gateway addresses are printed).
+up: build tools
+	$(GO) run ./e2e/cmd/stack up -background
+
+down:
+	$(GO) run ./e2e/cmd/stack down
+
+demo: build tools
+	$(GO) run ./e2e/cmd/demo
+
+clean: down
+	rm -rf bin .stack .cache

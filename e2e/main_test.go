@@ -1,0 +1,122 @@
+// Package e2e drives Sluice on the local real stack: etcd, kube-apiserver,
+// kube-controller-manager, backends as processes in their own network
+// namespaces, the Sluice controller and the real Envoy. Every test asserts
+// what a client sees through Envoy.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	clientset "knative.dev/networking/pkg/client/clientset/versioned"
+
+	"sluice.dev/sluice/e2e/stack"
+	"sluice.dev/sluice/e2e/stack/kubelet"
+)
+
+// Namespace of the e2e objects.
+const ns = "sluice-e2e"
+
+var (
+	st   *stack.Stack
+	kube kubernetes.Interface
+	kn   clientset.Interface
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Println("e2e: FAIL: the local stack needs root (network namespaces per pod); run `sudo make e2e`")
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	root, err := stack.FindRoot()
+	if err != nil {
+		fmt.Println("e2e:", err)
+		return 1
+	}
+	images, err := buildImages(ctx, root)
+	if err != nil {
+		fmt.Println("e2e: building backend images:", err)
+		return 1
+	}
+	opts := stack.Options{Images: images, Envoys: envInt("SLUICE_E2E_ENVOYS", 1)}
+	s, err := stack.Start(ctx, opts)
+	if err != nil {
+		fmt.Println("e2e: the local stack did not start:", err)
+		return 1
+	}
+	defer s.Stop()
+	if !s.SluiceStarted {
+		fmt.Println("e2e: Sluice did not start:", s.SluiceSkipReason)
+		return 1
+	}
+	st, kube = s, s.Client
+	if kn, err = clientset.NewForConfig(s.RESTConfig); err != nil {
+		fmt.Println("e2e:", err)
+		return 1
+	}
+	if err := ensureNamespace(ctx, ns); err != nil {
+		fmt.Println("e2e: namespace:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// buildImages builds the backends the pod runner may start: ours and the
+// Knative test images.
+func buildImages(ctx context.Context, root string) (map[string]string, error) {
+	dir := filepath.Join(root, "bin", "images")
+	images, err := kubelet.BuildTestImages(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	out := filepath.Join(dir, "sluice-backend")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./e2e/cmd/backend")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("%v: %s", err, b)
+	}
+	images["sluice-backend"] = out
+	return images, nil
+}
+
+func ensureNamespace(ctx context.Context, name string) error {
+	_, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	// Pods need the default ServiceAccount, made by the controller manager.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, err := kube.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("serviceaccount %s/default never appeared: %w", name, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func envInt(k string, def int) int {
+	var n int
+	if _, err := fmt.Sscan(os.Getenv(k), &n); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
