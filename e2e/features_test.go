@@ -275,7 +275,9 @@ func TestHostRewrite(t *testing.T) {
 	if _, err := kube.CoreV1().Services(ns).Create(context.Background(), extSvc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = kube.CoreV1().Services(ns).Delete(context.Background(), extSvc.Name, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = kube.CoreV1().Services(ns).Delete(context.Background(), extSvc.Name, metav1.DeleteOptions{})
+	})
 	host := "mapped.example.org"
 	p := httpPath("", split("rewrite-ext", 100, nil))
 	p.RewriteHost = local

@@ -66,7 +66,7 @@ func pod(t *testing.T, podName, app, image string, env map[string]string) {
 			NodeName: "sluice-node",
 			Containers: []corev1.Container{{
 				Name: "backend", Image: image, Env: envs,
-				Ports: []corev1.ContainerPort{{ContainerPort: 8080, Name: "http"}},
+				Ports:          []corev1.ContainerPort{{ContainerPort: 8080, Name: "http"}},
 				ReadinessProbe: &corev1.Probe{ProbeHandler: probe, PeriodSeconds: 1},
 			}},
 		},
@@ -153,7 +153,9 @@ func createIngress(t *testing.T, name string, spec v1alpha1.IngressSpec) *v1alph
 	if err != nil {
 		t.Fatalf("create ingress %s: %v", name, err)
 	}
-	t.Cleanup(func() { _ = kn.NetworkingV1alpha1().Ingresses(ns).Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = kn.NetworkingV1alpha1().Ingresses(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
 	return waitReady(t, got)
 }
 
@@ -208,7 +210,9 @@ func client(addr string) *http.Client {
 	return &http.Client{
 		Timeout: 30 * time.Second,
 		Transport: &http.Transport{
-			DialContext:         func(ctx context.Context, network, _ string) (net.Conn, error) { return d.DialContext(ctx, network, addr) },
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return d.DialContext(ctx, network, addr)
+			},
 			TLSClientConfig:     &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // self-signed test certificates
 			MaxIdleConnsPerHost: 64,
 		},

@@ -161,7 +161,9 @@ func TestScaleToZeroAndBack(t *testing.T) {
 		}
 	}
 	point("s2z-rev")
-	t.Cleanup(func() { _ = kube.DiscoveryV1().EndpointSlices(ns).Delete(context.Background(), "s2z-manual", metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = kube.DiscoveryV1().EndpointSlices(ns).Delete(context.Background(), "s2z-manual", metav1.DeleteOptions{})
+	})
 	host := "s2z.sluice-e2e.example.com"
 	createIngress(t, "s2z", v1alpha1.IngressSpec{Rules: []v1alpha1.IngressRule{ext(host, httpPath("", split("s2z", 100, nil)))}})
 
