@@ -43,9 +43,10 @@ func (s *Server) SetSnapshot(snap Snapshot) error {
 	return nil
 }
 
-// SetEndpoints replaces the endpoint set (keyed by cluster name) and nothing
-// else. New and changed endpoints go out at once, on EDS only; endpoints no
-// longer listed are removed by the update loop after the clusters using them.
+// SetEndpoints upserts the given assignments (keyed by cluster name) and
+// touches nothing else: changed ones go out at once, on EDS only. To remove
+// assignments, leave them out of the next SetSnapshot, which removes them
+// after the clusters using them.
 func (s *Server) SetEndpoints(eps map[string]*endpointv3.ClusterLoadAssignment) error {
 	in := make(map[string]proto.Message, len(eps))
 	for k, v := range eps {
@@ -54,24 +55,18 @@ func (s *Server) SetEndpoints(eps map[string]*endpointv3.ClusterLoadAssignment) 
 	s.mu.Lock()
 	prev := []map[string]entry{s.served[endpointType], s.desired[endpointType]}
 	s.mu.Unlock()
-	next, err := buildEntries(endpointType, in, prev...)
+	changed, err := buildEntries(endpointType, in, prev...)
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d := maps.Clone(s.desired)
-	d[endpointType] = next
+	d[endpointType] = maps.Clone(d[endpointType])
+	maps.Copy(d[endpointType], changed)
 	s.desired = d
-	if !s.ready {
-		return nil
-	}
-	s.syncLocked(endpointType, next, true, false)
-	for name := range s.served[endpointType] {
-		if _, ok := next[name]; !ok {
-			s.kickLoop()
-			break
-		}
+	if s.ready {
+		s.syncLocked(endpointType, changed, true, false)
 	}
 	return nil
 }
