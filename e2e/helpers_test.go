@@ -13,23 +13,21 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"knative.dev/networking/pkg/apis/networking"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
-)
 
-const class = "sluice.ingress.networking.knative.dev"
+	"sluice.dev/sluice/e2e/workload"
+)
 
 // backend starts replicas pods of the e2e backend behind a Service named
 // name (port 80, "http", to 8080) and waits until all are endpoints.
 func backend(t *testing.T, name string, replicas int) {
 	t.Helper()
-	service(t, name, corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromInt(8080)})
+	service(t, name, workload.HTTPPort())
 	for i := 0; i < replicas; i++ {
-		pod(t, fmt.Sprintf("%s-%d", name, i), name, "sluice-backend", map[string]string{"NAME": name})
+		pod(t, fmt.Sprintf("%s-%d", name, i), name, workload.BackendImage, map[string]string{"NAME": name})
 	}
 	waitEndpoints(t, name, replicas)
 }
@@ -37,41 +35,16 @@ func backend(t *testing.T, name string, replicas int) {
 // service creates a Service selecting app=name.
 func service(t *testing.T, name string, ports ...corev1.ServicePort) {
 	t.Helper()
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": name}, Ports: ports},
-	}
-	if _, err := kube.CoreV1().Services(ns).Create(context.Background(), svc, metav1.CreateOptions{}); err != nil {
+	if err := workload.Service(context.Background(), kube, ns, name, ports...); err != nil {
 		t.Fatalf("service %s: %v", name, err)
 	}
 	t.Cleanup(func() { _ = kube.CoreV1().Services(ns).Delete(context.Background(), name, metav1.DeleteOptions{}) })
 }
 
-// pod runs one pod labelled app=app listening on 8080, ready once its
-// readiness probe passes (HTTP for our backend, TCP for other images).
+// pod runs one pod labelled app=app (see workload.Pod).
 func pod(t *testing.T, podName, app, image string, env map[string]string) {
 	t.Helper()
-	probe := corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt(8080)}}
-	if image != "sluice-backend" {
-		probe = corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt(8080)}}
-	}
-	var envs []corev1.EnvVar
-	envs = append(envs, corev1.EnvVar{Name: "PORT", Value: "8080"})
-	for k, v := range env {
-		envs = append(envs, corev1.EnvVar{Name: k, Value: v})
-	}
-	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: podName, Namespace: ns, Labels: map[string]string{"app": app}},
-		Spec: corev1.PodSpec{
-			NodeName: "sluice-node",
-			Containers: []corev1.Container{{
-				Name: "backend", Image: image, Env: envs,
-				Ports:          []corev1.ContainerPort{{ContainerPort: 8080, Name: "http"}},
-				ReadinessProbe: &corev1.Probe{ProbeHandler: probe, PeriodSeconds: 1},
-			}},
-		},
-	}
-	if _, err := kube.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+	if err := workload.Pod(context.Background(), kube, ns, podName, app, image, env); err != nil {
 		t.Fatalf("pod %s: %v", podName, err)
 	}
 	t.Cleanup(func() {
@@ -83,39 +56,15 @@ func pod(t *testing.T, podName, app, image string, env map[string]string) {
 // waitEndpoints waits until the Service has exactly n ready endpoints.
 func waitEndpoints(t *testing.T, svc string, n int) {
 	t.Helper()
-	eventually(t, 90*time.Second, fmt.Sprintf("%d ready endpoints of %s", n, svc), func() error {
-		slices, err := kube.DiscoveryV1().EndpointSlices(ns).List(context.Background(),
-			metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + svc})
-		if err != nil {
-			return err
-		}
-		ready := 0
-		for _, s := range slices.Items {
-			for _, e := range s.Endpoints {
-				if e.Conditions.Ready == nil || *e.Conditions.Ready {
-					ready += len(e.Addresses)
-				}
-			}
-		}
-		if ready != n {
-			return fmt.Errorf("%d ready", ready)
-		}
-		return nil
-	})
+	if err := workload.WaitEndpoints(context.Background(), kube, ns, svc, n, 90*time.Second); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %v", timeout, what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := workload.Poll(context.Background(), timeout, f); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
 	}
 }
 
@@ -144,12 +93,7 @@ func ext(host string, paths ...v1alpha1.HTTPIngressPath) v1alpha1.IngressRule {
 // createIngress creates a KIngress of our class and waits until Ready.
 func createIngress(t *testing.T, name string, spec v1alpha1.IngressSpec) *v1alpha1.Ingress {
 	t.Helper()
-	ing := &v1alpha1.Ingress{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns,
-			Annotations: map[string]string{networking.IngressClassAnnotationKey: class}},
-		Spec: spec,
-	}
-	got, err := kn.NetworkingV1alpha1().Ingresses(ns).Create(context.Background(), ing, metav1.CreateOptions{})
+	got, err := kn.NetworkingV1alpha1().Ingresses(ns).Create(context.Background(), workload.Ingress(ns, name, spec), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create ingress %s: %v", name, err)
 	}
@@ -177,21 +121,10 @@ func updateIngress(t *testing.T, name string, spec v1alpha1.IngressSpec) *v1alph
 
 func waitReady(t *testing.T, ing *v1alpha1.Ingress) *v1alpha1.Ingress {
 	t.Helper()
-	var cur *v1alpha1.Ingress
-	eventually(t, 60*time.Second, "ingress "+ing.Name+" Ready", func() error {
-		var err error
-		cur, err = kn.NetworkingV1alpha1().Ingresses(ns).Get(context.Background(), ing.Name, metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if cur.Generation != ing.Generation {
-			return fmt.Errorf("generation moved on to %d", cur.Generation)
-		}
-		if !cur.IsReady() {
-			return fmt.Errorf("not ready: %+v", cur.Status.Conditions)
-		}
-		return nil
-	})
+	cur, err := workload.WaitReady(context.Background(), kn, ns, ing.Name, ing.Generation, 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return cur
 }
 

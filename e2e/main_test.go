@@ -13,14 +13,12 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	clientset "knative.dev/networking/pkg/client/clientset/versioned"
 
 	"sluice.dev/sluice/e2e/stack"
 	"sluice.dev/sluice/e2e/stack/kubelet"
+	"sluice.dev/sluice/e2e/workload"
 )
 
 // Namespace of the e2e objects.
@@ -69,7 +67,7 @@ func run(m *testing.M) int {
 		fmt.Println("e2e:", err)
 		return 1
 	}
-	if err := ensureNamespace(ctx, ns); err != nil {
+	if err := workload.EnsureNamespace(ctx, kube, ns); err != nil {
 		fmt.Println("e2e: namespace:", err)
 		return 1
 	}
@@ -92,25 +90,6 @@ func buildImages(ctx context.Context, root string) (map[string]string, error) {
 	}
 	images["sluice-backend"] = out
 	return images, nil
-}
-
-func ensureNamespace(ctx context.Context, name string) error {
-	_, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return err
-	}
-	// Pods need the default ServiceAccount, made by the controller manager.
-	deadline := time.Now().Add(time.Minute)
-	for {
-		_, err := kube.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("serviceaccount %s/default never appeared: %w", name, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 func envInt(k string, def int) int {
