@@ -227,4 +227,3 @@ func tally(counts map[string]int) string {
 	}
 	return b.String()
 }
-
