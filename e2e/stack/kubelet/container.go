@@ -259,9 +259,10 @@ func (r *containerRunner) runOnce(ctx context.Context) attempt {
 			}
 			return append([]string{exe}, c[1:]...), nil
 		}}
-	startup := newProbeState(r.spec.StartupProbe, startedAt)
-	liveness := newProbeState(r.spec.LivenessProbe, startedAt)
-	readiness := newProbeState(r.spec.ReadinessProbe, startedAt)
+	fast := r.k.cfg.UnreadyProbePeriod
+	startup := newProbeState(r.spec.StartupProbe, startedAt, fast)
+	liveness := newProbeState(r.spec.LivenessProbe, startedAt, 0)
+	readiness := newProbeState(r.spec.ReadinessProbe, startedAt, fast)
 	started := startup == nil
 
 	r.update(func(st *containerState) {
@@ -379,6 +380,8 @@ type probeState struct {
 	successes int32
 	failures  int32
 	result    *bool // last settled result, nil before any
+	// fast, if set, is the period while the probe has not succeeded.
+	fast time.Duration
 }
 
 type probeChange int
@@ -389,11 +392,11 @@ const (
 	probeFailed
 )
 
-func newProbeState(p *corev1.Probe, start time.Time) *probeState {
+func newProbeState(p *corev1.Probe, start time.Time, fast time.Duration) *probeState {
 	if p == nil {
 		return nil
 	}
-	s := &probeState{probe: p}
+	s := &probeState{probe: p, fast: fast}
 	s.reset(start)
 	return s
 }
@@ -420,7 +423,16 @@ func (s *probeState) period() time.Duration {
 // observe records one result and reports when the settled result flips:
 // successThreshold consecutive successes, or failureThreshold failures.
 func (s *probeState) observe(err error, log *zap.Logger, kind string) probeChange {
-	s.next = time.Now().Add(s.period())
+	change := s.count(err, log, kind)
+	period := s.period()
+	if s.fast > 0 && s.fast < period && (s.result == nil || !*s.result) {
+		period = s.fast
+	}
+	s.next = time.Now().Add(period)
+	return change
+}
+
+func (s *probeState) count(err error, log *zap.Logger, kind string) probeChange {
 	successT, failureT := s.probe.SuccessThreshold, s.probe.FailureThreshold
 	if successT <= 0 {
 		successT = 1

@@ -370,16 +370,42 @@ func TestRunPodsForReal(t *testing.T) {
 	last.Name, last.UID = "last", types.UID("uid-last-"+suffix)
 	last.Spec.Containers[0].Image = "runtime"
 	last.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "PORT", Value: "8080"}}
-	if _, err := pods.Create(ctx, last, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
+	// Exec readiness the way Knative's runtime image offers it (the image's
+	// entrypoint path maps to its binary), TCP liveness that holds.
+	last.Spec.Containers[0].ReadinessProbe = &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"/ko-app/runtime", "probe"}}},
+		PeriodSeconds: 1,
+	}
+	last.Spec.Containers[0].LivenessProbe = &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt(8080)}},
+		PeriodSeconds: 1, FailureThreshold: 3,
+	}
+	// A liveness probe that always fails gets its container restarted.
+	unhealthy := last.DeepCopy()
+	unhealthy.Name, unhealthy.UID = "unhealthy", types.UID("uid-unhealthy-"+suffix)
+	unhealthy.Spec.Containers[0].LivenessProbe.TCPSocket.Port = intstr.FromInt(9)
+	for _, p := range []*corev1.Pod{last, unhealthy} {
+		if _, err := pods.Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	lastNS := netnsName(prefix, last.UID)
-	waitFor(t, "last pod Ready", 30*time.Second, func() (bool, error) {
+	waitFor(t, "last pod Ready via its exec probe", 30*time.Second, func() (bool, error) {
 		p, err := pods.Get(ctx, last.Name, metav1.GetOptions{})
 		return err == nil && podCondition(p, corev1.PodReady) == corev1.ConditionTrue, err
 	})
+	waitFor(t, "unhealthy pod restarted by its liveness probe", 30*time.Second, func() (bool, error) {
+		p, err := pods.Get(ctx, unhealthy.Name, metav1.GetOptions{})
+		if err != nil || len(p.Status.ContainerStatuses) != 1 {
+			return false, err
+		}
+		return p.Status.ContainerStatuses[0].RestartCount >= 1, nil
+	})
+	if p, _ := pods.Get(ctx, last.Name, metav1.GetOptions{}); p == nil || p.Status.ContainerStatuses[0].RestartCount != 0 {
+		t.Errorf("healthy pod was restarted: %+v", p)
+	}
 	stopRun()
-	for _, n := range []string{lastNS, ns, crasherNS} {
+	for _, n := range []string{lastNS, ns, crasherNS, netnsName(prefix, unhealthy.UID)} {
 		if netnsExists(t, n) {
 			t.Errorf("netns %s left after Run returned", n)
 		}

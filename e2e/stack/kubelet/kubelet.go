@@ -65,6 +65,11 @@ type Config struct {
 	// kubelets on one machine need different prefixes: each removes
 	// namespaces with its prefix on start.
 	NetnsPrefix string
+	// UnreadyProbePeriod, if set, repeats readiness and startup probes that
+	// have not succeeded (yet, or any more) at most this far apart instead of
+	// waiting a full periodSeconds as the kubelet does. It speeds up e2e
+	// runs whose pods use the default 10s period.
+	UnreadyProbePeriod time.Duration
 	// Logger defaults to a no-op logger.
 	Logger *zap.Logger
 }
@@ -245,21 +250,13 @@ func (k *kubelet) sync(key string) error {
 	}
 
 	k.mu.Lock()
-	defer k.mu.Unlock()
-	var current *podWorker
-	for _, w := range k.workers[key] {
-		switch {
-		case pod != nil && w.uid == pod.UID:
-			current = w
-		default:
-			// The pod is gone, or this is an older pod of the same name.
-			w.requestStop(stopRequest{grace: podGrace(w.pod, nil)})
-		}
-	}
+	current := k.stopOthers(key, pod)
 	if pod == nil {
+		k.mu.Unlock()
 		return nil
 	}
 	if pod.DeletionTimestamp != nil {
+		k.mu.Unlock()
 		if current != nil {
 			current.requestStop(stopRequest{grace: podGrace(current.pod, pod), deletePod: true})
 			return nil
@@ -274,9 +271,33 @@ func (k *kubelet) sync(key string) error {
 		}
 		return err
 	}
+	defer k.mu.Unlock()
 	if current != nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		return nil
 	}
+	k.startWorker(key, pod)
+	return nil
+}
+
+// stopOthers stops the workers of key that do not run pod (it is gone or
+// was replaced by a same-named pod) and returns the one that does. k.mu is
+// held.
+func (k *kubelet) stopOthers(key string, pod *corev1.Pod) *podWorker {
+	var current *podWorker
+	for _, w := range k.workers[key] {
+		switch {
+		case pod != nil && w.uid == pod.UID:
+			current = w
+		default:
+			// The pod is gone, or this is an older pod of the same name.
+			w.requestStop(stopRequest{grace: podGrace(w.pod, nil)})
+		}
+	}
+	return current
+}
+
+// startWorker runs a new pod. k.mu is held.
+func (k *kubelet) startWorker(key string, pod *corev1.Pod) {
 	w := newPodWorker(k, key, pod)
 	k.workers[key] = append(k.workers[key], w)
 	w.log.Info("starting pod")
@@ -297,7 +318,6 @@ func (k *kubelet) sync(key string) error {
 		}
 		k.mu.Unlock()
 	}()
-	return nil
 }
 
 // podGrace is the termination grace period: the deletion's if set, else the

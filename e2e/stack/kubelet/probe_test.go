@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -99,7 +100,7 @@ func TestTCPProbe(t *testing.T) {
 }
 
 func TestProbeThresholds(t *testing.T) {
-	s := newProbeState(&corev1.Probe{SuccessThreshold: 2, FailureThreshold: 2}, timeNow())
+	s := newProbeState(&corev1.Probe{SuccessThreshold: 2, FailureThreshold: 2}, timeNow(), 0)
 	fail, ok := errTest, error(nil)
 	steps := []struct {
 		err  error
@@ -120,5 +121,22 @@ func TestProbeThresholds(t *testing.T) {
 		if got := s.observe(st.err, nopLog, "readiness"); got != st.want {
 			t.Fatalf("step %d: got %v, want %v", i, got, st.want)
 		}
+	}
+}
+
+func TestUnreadyProbePeriod(t *testing.T) {
+	s := newProbeState(&corev1.Probe{PeriodSeconds: 10}, timeNow(), time.Second)
+	s.observe(errTest, nopLog, "readiness")
+	if d := time.Until(s.next); d > 2*time.Second {
+		t.Errorf("unready probe repeats in %s, want about 1s", d)
+	}
+	s.observe(nil, nopLog, "readiness")
+	if d := time.Until(s.next); d < 9*time.Second {
+		t.Errorf("ready probe repeats in %s, want its 10s period", d)
+	}
+	plain := newProbeState(&corev1.Probe{PeriodSeconds: 10}, timeNow(), 0)
+	plain.observe(errTest, nopLog, "readiness")
+	if d := time.Until(plain.next); d < 9*time.Second {
+		t.Errorf("without the option a failing probe repeats in %s, want 10s", d)
 	}
 }
