@@ -212,6 +212,13 @@ func (s *Stack) removePodNetns() error {
 			errs = append(errs, err)
 		}
 	}
+	// hosts and resolv.conf the pod runner wrote for `ip netns exec`.
+	dirs, _ := filepath.Glob(filepath.Join("/etc/netns", PodNetnsPrefix+"*"))
+	for _, d := range dirs {
+		if err := os.RemoveAll(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -1,18 +1,74 @@
 package stack
 
-import "context"
+import (
+	"context"
+	"fmt"
 
-// startPodRunner starts the pod runner (package e2e/stack/kubelet), which
-// binds Pods to the node, runs them in network namespaces on the bridge and
-// reports their status.
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"sluice.dev/sluice/e2e/stack/kubelet"
+)
+
+// startPodRunner starts the pod binder and the pod runner (package
+// e2e/stack/kubelet), which runs the node's pods as processes in network
+// namespaces on the bridge and reports their status.
 func (s *Stack) startPodRunner(ctx context.Context) error {
 	if s.opts.SkipPods {
 		s.PodsSkipReason = "asked to skip"
 		return nil
 	}
-	// POD RUNNER CALL SITE: wire kubelet.Run(ctx, kubelet.Config{...}) here
-	// once package sluice.dev/sluice/e2e/stack/kubelet provides it.
-	s.PodsSkipReason = "the pod runner (e2e/stack/kubelet) is not wired in yet"
-	s.logf("pod runner skipped: %s", s.PodsSkipReason)
+	images := s.opts.Images
+	if images == nil {
+		s.logf("building the conformance test images into %s (reused when current)", s.bin("images"))
+		var err error
+		if images, err = kubelet.BuildTestImages(ctx, s.bin("images")); err != nil {
+			return fmt.Errorf("test images: %w", err)
+		}
+	}
+	logCfg := zap.NewProductionConfig()
+	logCfg.OutputPaths = []string{s.path("logs", "kubelet.log")}
+	logCfg.ErrorOutputPaths = logCfg.OutputPaths
+	logCfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	logCfg.Sampling = nil
+	log, err := logCfg.Build()
+	if err != nil {
+		return err
+	}
+	// Pods reach both gateways by these names (the private load balancer's
+	// domainInternal, as the conformance httpproxy dials it) at the bridge.
+	hosts := map[string]string{}
+	for _, svc := range []string{InternalGWName, ExternalGWName} {
+		for _, h := range []string{svc + "." + SystemNS, svc + "." + SystemNS + ".svc", svc + "." + SystemNS + ".svc.cluster.local"} {
+			hosts[h] = s.BridgeIP
+		}
+	}
+	cfg := kubelet.Config{
+		RestConfig:  s.RESTConfig,
+		NodeName:    NodeName,
+		Bridge:      s.opts.Bridge,
+		PodCIDR:     s.opts.Subnet,
+		Gateway:     s.BridgeIP,
+		Images:      images,
+		ExtraHosts:  hosts,
+		LogDir:      s.path("logs", "pods"),
+		NetnsPrefix: PodNetnsPrefix,
+		Logger:      log,
+	}
+	s.bg.Add(2)
+	go func() {
+		defer s.bg.Done()
+		if err := s.runBinder(ctx); err != nil && ctx.Err() == nil {
+			s.fail(fmt.Errorf("pod binder: %w", err))
+		}
+	}()
+	go func() {
+		defer s.bg.Done()
+		defer log.Sync()
+		if err := kubelet.Run(ctx, cfg); err != nil && ctx.Err() == nil {
+			s.fail(fmt.Errorf("pod runner: %w (see %s)", err, s.path("logs", "kubelet.log")))
+		}
+	}()
+	s.logf("pod runner started (node %s, pods on %s, logs in %s)", NodeName, s.opts.Subnet, cfg.LogDir)
 	return nil
 }

@@ -68,7 +68,10 @@ type Options struct {
 	SkipSluice  bool   // do not start Sluice and Envoy even if bin/sluice exists
 	SkipPods    bool   // do not start the pod runner
 	SluiceArgs  []string
-	Log         io.Writer // progress messages; default os.Stderr
+	// Images maps pod image names to executables for the pod runner; nil
+	// builds the Knative conformance test images into BinDir/images.
+	Images map[string]string
+	Log    io.Writer // progress messages; default os.Stderr
 }
 
 // Gateway holds host:port addresses of one visibility.
