@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -68,8 +69,9 @@ type streamKey struct {
 // tracker follows every xDS stream through go-control-plane's callbacks:
 // what was sent under which nonce, and which nonce the Envoy ACKed or NACKed.
 type tracker struct {
-	m   *metrics
-	now func() time.Time
+	m      *metrics
+	now    func() time.Time
+	hashes hashMemo
 
 	mu      sync.Mutex
 	streams map[streamKey]*streamState
@@ -371,7 +373,8 @@ func entryHash(name, version string) uint64 {
 func (t *tracker) onResponse(id int64, resp *discovery.DiscoveryResponse) {
 	res := make(map[string]string, len(resp.GetResources()))
 	for _, a := range resp.GetResources() {
-		res[resourceName(a.GetValue())] = cache.HashResource(a.GetValue())
+		name, version := t.hashes.get(a.GetValue())
+		res[name] = version
 	}
 	typeURL := resp.GetTypeUrl()
 	t.m.pushes.WithLabelValues(typeLabel(typeURL)).Inc()
@@ -525,15 +528,30 @@ type ref struct {
 }
 
 // settled reports whether every connected node holds (or has rejected)
-// every ref that concerns it.
-func (t *tracker) settled(refs []ref) bool {
+// every ref that concerns it. Nodes found settled are added to done and not
+// checked again: a node only moves forward, and one that reconnects gets
+// the current state from the caches anyway.
+func (t *tracker) settled(refs []ref, done map[string]bool) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, v := range t.viewsLocked() {
-		for _, r := range refs {
-			if !v.holds(r) {
-				return false
-			}
+	all := true
+	for id, v := range t.viewsLocked() {
+		if done[id] {
+			continue
+		}
+		if v.holdsAll(refs) {
+			done[id] = true
+		} else {
+			all = false
+		}
+	}
+	return all
+}
+
+func (v *nodeView) holdsAll(refs []ref) bool {
+	for _, r := range refs {
+		if !v.holds(r) {
+			return false
 		}
 	}
 	return true
@@ -572,7 +590,8 @@ func (v *nodeView) holds(r ref) bool {
 }
 
 // waitSettled blocks until settled(refs), the timeout, or ctx is done. It
-// reports whether the nodes settled.
+// reports whether the nodes settled. Checks run at most every checkEvery,
+// however fast ACKs come in.
 func (t *tracker) waitSettled(ctx context.Context, refs []ref, timeout time.Duration) bool {
 	if len(refs) == 0 {
 		return true
@@ -581,8 +600,9 @@ func (t *tracker) waitSettled(ctx context.Context, refs []ref, timeout time.Dura
 	defer cancel()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
+	done := map[string]bool{}
 	for {
-		if t.settled(refs) {
+		if t.settled(refs, done) {
 			return true
 		}
 		select {
@@ -592,5 +612,58 @@ func (t *tracker) waitSettled(ctx context.Context, refs []ref, timeout time.Dura
 		case <-ctx.Done():
 			return false
 		}
+		select {
+		case <-time.After(checkEvery):
+		case <-ctx.Done():
+			return false
+		}
 	}
+}
+
+const checkEvery = 10 * time.Millisecond
+
+// hashMemo remembers the name and version of encoded resources. SotW
+// responses carry no per-resource versions, so each one would otherwise be
+// hashed once per Envoy; but LinearCache encodes a resource once and every
+// stream's response shares those bytes, so their address identifies them.
+// Keys keep the arrays alive, so an address is never reused while it is a
+// key, and the bytes are never modified. The memo is emptied when it holds
+// more than memoMax entries or memoBytes bytes, which bounds the garbage it
+// can keep alive.
+type hashMemo struct {
+	mu    sync.Mutex
+	m     map[*byte]memoEntry
+	bytes int
+}
+
+type memoEntry struct {
+	n             int
+	name, version string
+}
+
+const (
+	memoMax   = 1 << 16
+	memoBytes = 64 << 20
+)
+
+func (h *hashMemo) get(b []byte) (name, version string) {
+	if len(b) == 0 {
+		return "", cache.HashResource(b)
+	}
+	p := unsafe.SliceData(b)
+	h.mu.Lock()
+	e, ok := h.m[p]
+	h.mu.Unlock()
+	if ok && e.n == len(b) {
+		return e.name, e.version
+	}
+	e = memoEntry{n: len(b), name: resourceName(b), version: cache.HashResource(b)}
+	h.mu.Lock()
+	if h.m == nil || len(h.m) >= memoMax || h.bytes+len(b) > memoBytes {
+		h.m, h.bytes = make(map[*byte]memoEntry), 0
+	}
+	h.m[p] = e
+	h.bytes += len(b)
+	h.mu.Unlock()
+	return e.name, e.version
 }
