@@ -59,11 +59,14 @@ type Server struct {
 	kick   chan struct{}
 	done   chan struct{}
 
-	mu      sync.Mutex
-	desired state // latest state handed in
-	served  state // what the caches hold
-	ready   bool
-	closed  bool
+	mu         sync.Mutex
+	desired    state // latest state handed in
+	served     state // what the caches hold
+	gen        uint64
+	desiredGen uint64         // generation of desired
+	applied    []appliedRound // recent generations whose routes are served
+	ready      bool
+	closed     bool
 }
 
 // New builds a Server and starts its update loop; Close stops it.
@@ -231,6 +234,7 @@ func (s *Server) openLocked() {
 		s.syncLocked(t, s.desired[t], true, true)
 	}
 	s.ready = true
+	s.setAppliedLocked(s.desiredGen, routingRefs(s.desired))
 	s.gate.openGate(func(err error) { s.log.Error("xds: forwarding a parked watch", zap.Error(err)) })
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.log.Info("xds: serving")

@@ -78,6 +78,10 @@ func TestClustersAndEndpointsBeforeRoutes(t *testing.T) {
 		if err := s.SetSnapshot(snapshot([]string{"a", "b"}, []string{"a", "b"})); err != nil {
 			t.Fatal(err)
 		}
+		gen := s.Generation()
+		if gen != 2 {
+			t.Fatalf("generation %d, want 2", gen)
+		}
 		cds := e.expect(ClusterType, "a", "b")
 		e.none() // no routes while the new cluster is not ACKed
 		e.ack(cds)
@@ -86,7 +90,17 @@ func TestClustersAndEndpointsBeforeRoutes(t *testing.T) {
 		e.none() // nor while it has no endpoints
 		e.ack(eds, "a", "b")
 		rds := e.expect(RouteType, "rc")
+		if synced, behind := s.Synced(gen); len(synced) != 0 || !slices.Equal(behind, []string{"envoy-1"}) {
+			t.Fatalf("Synced before the route ACK: %v, %v", synced, behind)
+		}
+		if synced, _ := s.Synced(gen - 1); !slices.Equal(synced, []string{"envoy-1"}) {
+			t.Fatalf("Synced(previous) before the route ACK: %v", synced)
+		}
 		e.ack(rds, "rc")
+		eventually(t, "envoy-1 to be synced", func() bool {
+			synced, behind := s.Synced(gen)
+			return slices.Equal(synced, []string{"envoy-1"}) && len(behind) == 0
+		})
 		e.none()
 	})
 	t.Run("delta", func(t *testing.T) {
@@ -362,6 +376,9 @@ func TestNackIsRecordedAndServedByCSDS(t *testing.T) {
 	}
 	eventually(t, "the NACK", func() bool { return s.metric(t, "sluice_xds_nacks_total", "listener") == 1 })
 
+	if _, behind := s.Synced(s.Generation()); !slices.Equal(behind, []string{"gw-pod-1"}) {
+		t.Fatalf("a node that NACKed the listener is not behind: %v", behind)
+	}
 	n := s.Nodes()
 	if len(n) != 1 || n[0].ID != "gw-pod-1" || n[0].Cluster != "gateway-external" {
 		t.Fatalf("nodes: %+v", n)

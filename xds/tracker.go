@@ -153,6 +153,12 @@ func (t *tracker) subscribe() (<-chan struct{}, func()) {
 	}
 }
 
+func (t *tracker) notify() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.notifyLocked()
+}
+
 func (t *tracker) notifyLocked() {
 	for ch := range t.subs {
 		select {
@@ -551,6 +557,33 @@ func (t *tracker) settled(refs []ref, done map[string]bool) bool {
 func (v *nodeView) holdsAll(refs []ref) bool {
 	for _, r := range refs {
 		if !v.holds(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// synced splits nodes into those holding exactly (not rejecting) every ref
+// of at least one of rounds, and the others.
+func (t *tracker) synced(rounds [][]ref) (synced, behind []string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id, v := range t.viewsLocked() {
+		if slices.ContainsFunc(rounds, v.holdsExactly) {
+			synced = append(synced, id)
+		} else {
+			behind = append(behind, id)
+		}
+	}
+	slices.Sort(synced)
+	slices.Sort(behind)
+	return synced, behind
+}
+
+func (v *nodeView) holdsExactly(refs []ref) bool {
+	for _, r := range refs {
+		ts := v.types[r.typeURL]
+		if ts == nil || ts.acked[r.name] != r.version {
 			return false
 		}
 	}

@@ -3,6 +3,7 @@ package xds
 import (
 	"errors"
 	"maps"
+	"slices"
 	"sort"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -35,6 +36,8 @@ func (s *Server) SetSnapshot(snap Snapshot) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.desired = next
+	s.gen++
+	s.desiredGen = s.gen
 	if !s.ready {
 		s.openLocked()
 		return nil
@@ -163,7 +166,7 @@ func (s *Server) round() {
 		s.mu.Unlock()
 		return
 	}
-	d := s.desired
+	d, dGen := s.desired, s.desiredGen
 	var warm []ref
 	warm = append(warm, s.syncLocked(clusterType, d[clusterType], true, false)...)
 	s.syncLocked(endpointType, s.desired[endpointType], true, false)
@@ -186,6 +189,8 @@ func (s *Server) round() {
 	s.mu.Lock()
 	s.syncLocked(routeType, d[routeType], true, false)
 	s.syncLocked(listenerType, d[listenerType], true, true)
+	hold := routingRefs(d)
+	s.setAppliedLocked(dGen, hold)
 	stale := false
 	for _, t := range []string{clusterType, endpointType, secretType, routeType} {
 		for name := range s.served[t] {
@@ -199,17 +204,7 @@ func (s *Server) round() {
 		return
 	}
 
-	// What Envoys must hold before anything goes: d's listeners and the
-	// routes they use.
-	var hold []ref
-	for name, e := range d[listenerType] {
-		hold = append(hold, ref{typeURL: listenerType, name: name, version: e.version})
-	}
-	for name := range routeNames(d[listenerType]) {
-		if e, ok := d[routeType][name]; ok {
-			hold = append(hold, ref{typeURL: routeType, name: name, version: e.version})
-		}
-	}
+	// Envoys must hold d's listeners and routes before anything goes.
 	if !s.tracker.waitSettled(s.ctx, hold, s.opts.AckTimeout) && s.ctx.Err() == nil {
 		s.log.Warn("xds: Envoys did not ACK new routes in time; removing unused resources anyway")
 	}
@@ -233,4 +228,68 @@ func (s *Server) round() {
 		}
 		s.syncLocked(t, keep, false, true)
 	}
+}
+
+// routingRefs are the listeners of st and the route configurations they use:
+// what an Envoy must hold to route as st says.
+func routingRefs(st state) []ref {
+	var out []ref
+	for name, e := range st[listenerType] {
+		out = append(out, ref{typeURL: listenerType, name: name, version: e.version})
+	}
+	for name := range routeNames(st[listenerType]) {
+		if e, ok := st[routeType][name]; ok {
+			out = append(out, ref{typeURL: routeType, name: name, version: e.version})
+		}
+	}
+	return out
+}
+
+// setAppliedLocked records that generation gen's listeners and routes
+// (refs) are served. A few recent rounds are kept, so that an Envoy holding
+// any of them counts as synced even while newer rounds go out.
+func (s *Server) setAppliedLocked(gen uint64, refs []ref) {
+	if n := len(s.applied); n > 0 && s.applied[n-1].gen == gen {
+		return
+	}
+	s.applied = append(s.applied, appliedRound{gen: gen, refs: refs})
+	if len(s.applied) > keepRounds {
+		s.applied = slices.Clone(s.applied[len(s.applied)-keepRounds:])
+	}
+	s.tracker.notify()
+}
+
+const keepRounds = 16
+
+type appliedRound struct {
+	gen  uint64
+	refs []ref
+}
+
+// Generation returns the generation of the latest SetSnapshot: 1 for the
+// first, counting up. Read it after SetSnapshot to learn which generation
+// carries a change (calls must not race for that).
+func (s *Server) Generation() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.desiredGen
+}
+
+// Synced splits the connected Envoys (by node id, sorted) into those that
+// route as generation gen or a later one says, having ACKed its listeners
+// and the route configurations they use, and those behind (including any
+// that rejected them). Clusters go out before routes (see the package
+// documentation), so a synced Envoy has the clusters too. The last few
+// rounds count, so constant updates do not keep every Envoy behind.
+// Subscribe signals when the answer may have changed.
+func (s *Server) Synced(gen uint64) (synced, behind []string) {
+	s.mu.Lock()
+	var rounds [][]ref
+	for _, r := range s.applied {
+		if r.gen >= gen {
+			rounds = append(rounds, r.refs)
+		}
+	}
+	s.mu.Unlock()
+	return s.tracker.synced(rounds)
 }
