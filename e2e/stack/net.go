@@ -199,6 +199,7 @@ func (s *Stack) removePodNetns() error {
 			continue
 		}
 		ns := f[0]
+		s.logf("removing pod network namespace %s", ns)
 		if pids, err := run("ip", "netns", "pids", ns); err == nil {
 			for _, p := range strings.Fields(pids) {
 				var pid int

@@ -23,6 +23,9 @@ import (
 	"sluice.dev/sluice/e2e/stack"
 )
 
+// backgroundEnv marks the detached child of `up -background`.
+const backgroundEnv = "SLUICE_STACK_BACKGROUND"
+
 type multi []string
 
 func (m *multi) String() string     { return strings.Join(*m, " ") }
@@ -97,7 +100,10 @@ func up(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Print("\n", s.Summary(), "\nCtrl-C stops the stack.\n")
+	fmt.Print("\n", s.Summary())
+	if os.Getenv(backgroundEnv) == "" {
+		fmt.Print("\nCtrl-C stops the stack.\n")
+	}
 	select {
 	case <-ctx.Done():
 		fmt.Println("stopping the stack")
@@ -148,6 +154,7 @@ func upBackground(o stack.Options, args []string) error {
 	}
 	cmd := exec.Command(exe, append([]string{"up"}, child...)...)
 	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = append(os.Environ(), backgroundEnv+"=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return err
