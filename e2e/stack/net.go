@@ -17,9 +17,11 @@ import (
 // removes all of them on stop and before start.
 const PodNetnsPrefix = "sluice-"
 
+var errNotRoot = errors.New("the stack must run as root: it creates a bridge and network namespaces (try: sudo -E go run ./e2e/cmd/stack up)")
+
 func (s *Stack) checkPrereqs() error {
 	if os.Geteuid() != 0 {
-		return errors.New("the stack must run as root: it creates a bridge and network namespaces (try: sudo -E go run ./e2e/cmd/stack up)")
+		return errNotRoot
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		return errors.New("the `ip` command (iproute2) is missing: apt-get install iproute2")

@@ -176,6 +176,9 @@ func (s *Stack) Options() Options { return s.opts }
 // Start cleans up what a previous crashed run left, then brings the whole
 // stack up. On failure everything started so far is stopped again.
 func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
+	if os.Geteuid() != 0 {
+		return nil, errNotRoot
+	}
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
