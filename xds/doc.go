@@ -7,8 +7,10 @@
 //	srv := xds.New(log, xds.Options{Registry: prometheus.DefaultRegisterer})
 //	go srv.Serve(ctx, lis)          // or srv.Register(grpcServer)
 //	srv.SetSnapshot(xds.Snapshot{Clusters: ..., Listeners: ...}) // full state
-//	srv.SetEndpoints(claByCluster)  // endpoint-only updates
-//	srv.Acked(xds.RouteType, name, xds.Version(route)) // who runs it
+//	gen := srv.Generation()         // the generation carrying that state
+//	srv.SetEndpoints(changedCLAs)   // endpoint-only updates (upserts)
+//	synced, behind := srv.Synced(gen) // which Envoys route as gen says
+//	ch, cancel := srv.Subscribe()   // signalled on every ACK/NACK/(dis)connect
 //
 // Caches. One go-control-plane LinearCache per type (clusters, endpoints,
 // listeners, routes, secrets) behind a MuxCache. The server diffs every new
@@ -22,7 +24,9 @@
 // where go-control-plane would send its cache's update counter, the
 // version_info of each response is rewritten to a hash of what the Envoy
 // holds of that type once it applies the response. Same state, same
-// versions: across restarts and replicas.
+// versions: across restarts and replicas. A delta Envoy that reconnects
+// (to any replica) with initial_resource_versions gets only what differs;
+// a SotW one gets everything again, as the protocol requires.
 //
 // Nothing before the first state. Watches are parked until the first
 // SetSnapshot (or MarkReady), so an Envoy that connects early, or reconnects
@@ -52,7 +56,7 @@
 // ACK/NACK tracking. go-control-plane's stream callbacks record what was
 // sent under which nonce and which nonce each Envoy ACKed or NACKed, per
 // node (node id: the pod, node cluster: the gateway), type and resource.
-// Nodes, Acked and Subscribe expose it; CSDS
+// Nodes, Acked, Synced and Subscribe expose it; CSDS
 // (envoy.service.status.v3.ClientStatusDiscoveryService) serves it over
 // gRPC. Disconnected nodes are dropped.
 //
