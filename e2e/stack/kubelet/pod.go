@@ -213,6 +213,7 @@ func (w *podWorker) buildStatus(cur *corev1.Pod) *corev1.PodStatus {
 	if st.StartTime == nil {
 		st.StartTime = &w.started
 	}
+	st.ObservedGeneration = cur.Generation
 
 	var notReady []string
 	var waiting, running, succeeded, failed int
@@ -258,9 +259,10 @@ func (w *podWorker) buildStatus(cur *corev1.Pod) *corev1.PodStatus {
 
 	now := metav1.Now().Rfc3339Copy()
 	set := func(t corev1.PodConditionType, ok bool, reason, msg string) {
-		c := corev1.PodCondition{Type: t, Status: corev1.ConditionFalse, Reason: reason, Message: msg, LastTransitionTime: now}
+		c := corev1.PodCondition{Type: t, Status: corev1.ConditionFalse, Reason: reason, Message: msg,
+			LastTransitionTime: now, ObservedGeneration: cur.Generation}
 		if ok {
-			c = corev1.PodCondition{Type: t, Status: corev1.ConditionTrue, LastTransitionTime: now}
+			c = corev1.PodCondition{Type: t, Status: corev1.ConditionTrue, LastTransitionTime: now, ObservedGeneration: cur.Generation}
 		}
 		for i := range st.Conditions {
 			if st.Conditions[i].Type == t {
