@@ -44,7 +44,10 @@ func (s *Stack) startGateway(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := s.waitTCP(ctx, pr, hostPort("127.0.0.1", p.XDS+i), 60*time.Second); err != nil {
+		xds := hostPort("127.0.0.1", p.XDS+i)
+		pr.optional = true
+		pr.ready = func(ctx context.Context, pr *proc) error { return s.waitTCP(ctx, pr, xds, 60*time.Second) }
+		if err := pr.ready(ctx, pr); err != nil {
 			return err
 		}
 		go s.watchProc(pr)
@@ -77,7 +80,11 @@ func (s *Stack) startGateway(ctx context.Context) error {
 		}
 		// /ready answers 200 once Envoy has its first listeners and clusters.
 		admin := fmt.Sprintf("http://%s/ready", hostPort("127.0.0.1", p.EnvoyAdmin+i))
-		if err := s.waitHTTP(ctx, pr, name, admin, nil, "", 60*time.Second); err != nil {
+		pr.optional = true
+		pr.ready = func(ctx context.Context, pr *proc) error {
+			return s.waitHTTP(ctx, pr, pr.name, admin, nil, "", 60*time.Second)
+		}
+		if err := pr.ready(ctx, pr); err != nil {
 			return err
 		}
 		go s.watchProc(pr)

@@ -146,7 +146,11 @@ func (s *Stack) startKube(ctx context.Context) error {
 // watchProc reports a process that dies while the stack runs.
 func (s *Stack) watchProc(p *proc) {
 	<-p.done
-	if !s.stopping.Load() {
+	switch {
+	case s.stopping.Load():
+	case p.optional:
+		s.logf("%s exited (%v); the stack goes on", p.name, p.err)
+	default:
 		s.fail(s.procError(p, "stack part died"))
 	}
 }

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -17,11 +18,17 @@ import (
 // recorded under pids/ so a later run can kill it if this one crashes.
 type proc struct {
 	name string
-	cmd  *exec.Cmd
-	log  *os.File
-	done chan struct{}
-	err  error
-	pidf string
+	bin  string
+	args []string
+	// ready waits until a fresh start serves; Restart uses it again.
+	ready func(context.Context, *proc) error
+	// optional parts may die (tests kill them on purpose) without failing the stack.
+	optional bool
+	cmd      *exec.Cmd
+	log      *os.File
+	done     chan struct{}
+	err      error
+	pidf     string
 }
 
 func (s *Stack) startProc(name, bin string, args ...string) (*proc, error) {
@@ -32,7 +39,7 @@ func (s *Stack) startProc(name, bin string, args ...string) (*proc, error) {
 		return nil, err
 	}
 	logPath := s.path("logs", name+".log")
-	log, err := os.Create(logPath)
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +54,7 @@ func (s *Stack) startProc(name, bin string, args ...string) (*proc, error) {
 		log.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, log: log, done: make(chan struct{}), pidf: s.path("pids", name)}
+	p := &proc{name: name, bin: bin, args: args, cmd: cmd, log: log, done: make(chan struct{}), pidf: s.path("pids", name)}
 	if err := writePidFile(p.pidf, cmd.Process.Pid); err != nil {
 		s.logf("warning: %v", err)
 	}
@@ -191,4 +198,69 @@ func waitGone(pid int, d time.Duration) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Process names: etcd, kube-apiserver, kube-controller-manager, sluice-<i>
+// (controller replicas), envoy-<i>.
+func (s *Stack) find(name string) (*proc, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.procs {
+		if p.name == name {
+			return p, nil
+		}
+	}
+	return nil, fmt.Errorf("the stack runs no process %q", name)
+}
+
+// Pid returns the pid of a process of the stack, or 0 if it is not running.
+func (s *Stack) Pid(name string) int {
+	p, err := s.find(name)
+	if err != nil || p.exited() {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// Kill sends sig to a process of the stack (e.g. SIGKILL to "sluice-0" to
+// test failover). Only Sluice and Envoy may die without failing the stack.
+func (s *Stack) Kill(name string, sig syscall.Signal) error {
+	p, err := s.find(name)
+	if err != nil {
+		return err
+	}
+	if p.exited() {
+		return fmt.Errorf("%s is not running", name)
+	}
+	return syscall.Kill(p.cmd.Process.Pid, sig)
+}
+
+// Restart stops a process of the stack (SIGTERM, then SIGKILL) if it runs,
+// starts it again with the same arguments and waits until it serves.
+func (s *Stack) Restart(ctx context.Context, name string) error {
+	old, err := s.find(name)
+	if err != nil {
+		return err
+	}
+	old.stop(15 * time.Second)
+	s.mu.Lock()
+	for i, p := range s.procs {
+		if p == old {
+			s.procs = append(s.procs[:i], s.procs[i+1:]...)
+			break
+		}
+	}
+	p, err := s.startProc(old.name, old.bin, old.args...)
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	p.ready, p.optional = old.ready, old.optional
+	if p.ready != nil {
+		if err := p.ready(ctx, p); err != nil {
+			return err
+		}
+	}
+	go s.watchProc(p)
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -256,4 +257,61 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
+}
+
+// Sluice and Envoy replicas may die (failover tests kill them) and come back
+// with Restart, without the stack failing.
+func TestStackRestartReplicas(t *testing.T) {
+	needStack(t)
+	root, err := FindRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !exists(filepath.Join(root, "bin", "sluice")) || !exists(filepath.Join(root, "bin", "envoy")) {
+		t.Skip("needs bin/sluice and bin/envoy")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	s, err := Start(ctx, Options{Controllers: 2, Envoys: 2, Log: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s.Stop(); err != nil {
+			t.Error(err)
+		}
+	}()
+	for _, name := range []string{"sluice-0", "envoy-1"} {
+		before := s.Pid(name)
+		if before == 0 {
+			t.Fatalf("%s is not running", name)
+		}
+		if err := s.Kill(name, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		waitGone(before, 5*time.Second)
+		select {
+		case err := <-s.Failed():
+			t.Fatalf("the stack failed after %s was killed: %v", name, err)
+		case <-time.After(500 * time.Millisecond):
+		}
+		if err := s.Restart(ctx, name); err != nil {
+			t.Fatalf("restart %s: %v", name, err)
+		}
+		if after := s.Pid(name); after == 0 || after == before {
+			t.Errorf("%s pid %d after restart (was %d)", name, after, before)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}).
+			Get("http://" + hostPort("127.0.0.1", s.Options().Ports.EnvoyAdmin+i) + "/ready")
+		if err != nil {
+			t.Errorf("envoy-%d admin: %v", i, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("envoy-%d not ready after the restarts: %s", i, resp.Status)
+		}
+	}
 }
