@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -209,7 +210,7 @@ func testRealEnvoy(t *testing.T, api string) {
 	eventually(t, "the NACK", func() bool { return s.Nodes()[0].Types[ListenerType].LastNack != nil })
 	nack := s.Nodes()[0].Types[ListenerType].LastNack
 	t.Logf("Envoy said: %s (resources %v)", nack.Error, nack.Resources)
-	if nack.Error == "" || !strings.Contains(nack.Error, "clash") {
+	if nack.Error == "" || !strings.Contains(nack.Error, "clash") || !slices.Equal(nack.Resources, []string{"clash"}) {
 		t.Fatalf("NACK: %+v", nack)
 	}
 	if code, body := get(lport, "two.example.com"); code != 200 || body != "two" {

@@ -49,7 +49,7 @@ type TypeStatus struct {
 type Nack struct {
 	Error     string    // Envoy's error_detail message
 	Version   string    // SotW: the version_info Envoy keeps running
-	Resources []string  // names of the resources in the rejected response
+	Resources []string  // the new or changed resources the response carried
 	Time      time.Time // when the NACK arrived
 }
 
@@ -307,9 +307,20 @@ func (t *tracker) answerLocked(ts *typeState, typeURL string, p *sentResponse, m
 		return
 	}
 	t.m.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
-	names := slices.Sorted(maps.Keys(p.resources))
-	ts.lastNack = &Nack{Error: msg, Version: version, Resources: names, Time: now}
+	// A SotW response repeats resources the node already runs; those are
+	// not what it rejected. Blame the new and changed ones (all, if none).
+	blamed := map[string]string{}
 	for n, v := range p.resources {
+		if ts.acked[n] != v {
+			blamed[n] = v
+		}
+	}
+	if len(blamed) == 0 {
+		blamed = p.resources
+	}
+	names := slices.Sorted(maps.Keys(blamed))
+	ts.lastNack = &Nack{Error: msg, Version: version, Resources: names, Time: now}
+	for n, v := range blamed {
 		ts.errors[n] = ResourceError{Version: v, Error: msg, Time: now}
 	}
 }
