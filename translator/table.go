@@ -8,6 +8,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
 )
 
 // Output is the full set of resources the gateway serves, sorted by name.
@@ -18,27 +19,45 @@ type Output struct {
 	Routes    []*routev3.RouteConfiguration
 	Clusters  []*clusterv3.Cluster
 	Secrets   []*tlsv3.Secret
-	// Backends maps each EDS or DNS cluster to its Service port. Shared
-	// with the Table: read only.
+	// Backends maps each EDS or DNS cluster to its Service port. It is the
+	// Table's own map, updated in place by later Builds: read it only
+	// under the lock that guards Build.
 	Backends map[string]Backend
 }
 
 // Table holds the current Piece of every ingress and assembles them. Host
 // conflicts are settled here: the older ingress keeps the host, the newer
 // one is rejected whole. It is not safe for concurrent use.
+//
+// Build is incremental: it patches the sorted resource lists with what the
+// ingresses changed since the last Build, so one change among n ingresses
+// costs one translation plus copying n pointers, not re-sorting n things.
 type Table struct {
 	cfg           Config
 	defaultSecret *tlsv3.Secret
 
-	pieces map[string]*Piece
-	keys   []string            // sorted keys of pieces
-	claims map[string][]string // scoped host -> keys of pieces claiming it
+	pieces    map[string]*Piece
+	keys      []string            // sorted keys of pieces
+	claims    map[string][]string // scoped host -> keys of pieces claiming it
+	contended map[string]bool     // scoped hosts with more than one claim
 
-	// Derived on Build, reused while nothing they depend on changed.
-	accepted  map[string]bool
+	// State of the last Build.
 	conflicts map[string]*Error
+	touched   map[string]bool   // keys Set or Deleted since
+	served    map[string]*Piece // the pieces the output is made of
+	vhosts    [3][]*routev3.VirtualHost
+	clusters  []*clusterv3.Cluster
+	refs      map[string]int // cluster name -> served pieces using it
+	backends  map[string]Backend
+	secrets   map[string]*counted
+	tls       map[string][]TLSEntry // key -> entries of served pieces with TLS
 	dirty     bool
 	out       *Output
+}
+
+type counted struct {
+	secret *tlsv3.Secret
+	refs   int
 }
 
 // NewTable starts an empty table. defaultSecret, if not nil, is served on
@@ -49,6 +68,14 @@ func NewTable(cfg Config, defaultSecret *tlsv3.Secret) *Table {
 		defaultSecret: defaultSecret,
 		pieces:        map[string]*Piece{},
 		claims:        map[string][]string{},
+		contended:     map[string]bool{},
+		conflicts:     map[string]*Error{},
+		touched:       map[string]bool{},
+		served:        map[string]*Piece{},
+		refs:          map[string]int{},
+		backends:      map[string]Backend{},
+		secrets:       map[string]*counted{},
+		tls:           map[string][]TLSEntry{},
 		dirty:         true,
 	}
 }
@@ -95,6 +122,7 @@ func (t *Table) Set(p *Piece) {
 	}
 	t.pieces[key] = p
 	t.claim(p)
+	t.touched[key] = true
 	t.dirty = true
 }
 
@@ -108,6 +136,7 @@ func (t *Table) Delete(key string) {
 	delete(t.pieces, key)
 	i := sort.SearchStrings(t.keys, key)
 	t.keys = append(t.keys[:i], t.keys[i+1:]...)
+	t.touched[key] = true
 	t.dirty = true
 }
 
@@ -158,6 +187,9 @@ func (t *Table) claim(p *Piece) {
 	}
 	for _, h := range scopedHosts(p) {
 		t.claims[h] = append(t.claims[h], p.Key())
+		if len(t.claims[h]) > 1 {
+			t.contended[h] = true
+		}
 	}
 }
 
@@ -179,20 +211,21 @@ func (t *Table) unclaim(p *Piece) {
 		} else {
 			t.claims[h] = ks
 		}
+		if len(ks) < 2 {
+			delete(t.contended, h)
+		}
 	}
 }
 
 // settle decides which contended pieces are served: in age order, a piece
 // is accepted unless a host of it is held by an accepted older piece. Only
 // pieces that share a host with another are looked at.
-func (t *Table) settle() {
-	t.conflicts = map[string]*Error{}
+func (t *Table) settle() map[string]*Error {
+	conflicts := map[string]*Error{}
 	contended := map[string]bool{}
-	for _, ks := range t.claims {
-		if len(ks) > 1 {
-			for _, k := range ks {
-				contended[k] = true
-			}
+	for h := range t.contended {
+		for _, k := range t.claims[h] {
+			contended[k] = true
 		}
 	}
 	order := make([]*Piece, 0, len(contended))
@@ -210,13 +243,14 @@ func (t *Table) settle() {
 			}
 		}
 		if clash != "" {
-			t.conflicts[p.Key()] = errorf(ReasonHostConflict, "host %q is already served by ingress %s", clash, owner)
+			conflicts[p.Key()] = errorf(ReasonHostConflict, "host %q is already served by ingress %s", clash, owner)
 			continue
 		}
 		for _, h := range scopedHosts(p) {
 			held[h] = p.Key()
 		}
 	}
+	return conflicts
 }
 
 // Build assembles the resources of every served ingress. It reuses the
@@ -225,61 +259,225 @@ func (t *Table) Build() *Output {
 	if !t.dirty {
 		return t.out
 	}
-	t.settle()
-	cfg := &t.cfg
-	var ext, extPlain, internal []*routev3.VirtualHost
-	clusters := map[string]*clusterv3.Cluster{}
-	backends := map[string]Backend{}
-	secrets := map[string]*tlsv3.Secret{}
-	var tlsEntries []TLSEntry
-	for _, k := range t.keys {
-		p := t.pieces[k]
-		if p.Err != nil || t.conflicts[k] != nil {
+	conflicts := t.settle()
+	// Pieces whose contribution may differ from the last Build.
+	changed := t.touched
+	for k := range t.conflicts {
+		changed[k] = true
+	}
+	for k := range conflicts {
+		changed[k] = true
+	}
+	t.conflicts, t.touched = conflicts, map[string]bool{}
+
+	// Collect the edits, by name: nil removes, anything else (re)places.
+	var vhostEdits [3]map[string]*routev3.VirtualHost
+	for i := range vhostEdits {
+		vhostEdits[i] = map[string]*routev3.VirtualHost{}
+	}
+	clusterEdits := map[string]*clusterv3.Cluster{}
+	secretsChanged, tlsChanged := t.out == nil, t.out == nil
+	for k := range changed {
+		var now *Piece
+		if p, ok := t.pieces[k]; ok && p.Err == nil && conflicts[k] == nil {
+			now = p
+		}
+		was := t.served[k]
+		if now == was {
 			continue
 		}
-		ext = append(ext, p.External...)
-		extPlain = append(extPlain, p.ExternalPlain...)
-		internal = append(internal, p.Internal...)
-		for _, c := range p.Clusters {
-			clusters[c.Name] = c
-			backends[c.Name] = p.Backends[c.Name]
+		if was != nil {
+			for i, vhs := range pieceVhosts(was) {
+				for _, vh := range vhs {
+					if _, set := vhostEdits[i][vh.Name]; !set {
+						vhostEdits[i][vh.Name] = nil
+					}
+				}
+			}
+			for _, c := range was.Clusters {
+				if t.refs[c.Name]--; t.refs[c.Name] == 0 {
+					delete(t.refs, c.Name)
+					delete(t.backends, c.Name)
+					if _, set := clusterEdits[c.Name]; !set {
+						clusterEdits[c.Name] = nil
+					}
+				}
+			}
+			for _, s := range was.Secrets {
+				cs := t.secrets[s.Name]
+				if cs.refs--; cs.refs == 0 {
+					delete(t.secrets, s.Name)
+				}
+				secretsChanged = true
+			}
+			if len(was.TLS) > 0 {
+				delete(t.tls, k)
+				tlsChanged = true
+			}
+			delete(t.served, k)
 		}
-		for _, s := range p.Secrets {
-			secrets[s.Name] = s
+		if now != nil {
+			for i, vhs := range pieceVhosts(now) {
+				for _, vh := range vhs {
+					vhostEdits[i][vh.Name] = vh
+				}
+			}
+			for _, c := range now.Clusters {
+				t.refs[c.Name]++
+				t.backends[c.Name] = now.Backends[c.Name]
+				// A re-translated ingress brings equal clusters as new
+				// pointers: keep the served one and spare the list copy.
+				if pending, edited := clusterEdits[c.Name]; pending == nil {
+					if i := sort.Search(len(t.clusters), func(i int) bool { return t.clusters[i].Name >= c.Name }); i < len(t.clusters) &&
+						t.clusters[i].Name == c.Name && proto.Equal(t.clusters[i], c) {
+						if edited {
+							delete(clusterEdits, c.Name)
+						}
+						continue
+					}
+				}
+				clusterEdits[c.Name] = c
+			}
+			for _, s := range now.Secrets {
+				cs := t.secrets[s.Name]
+				if cs == nil {
+					cs = &counted{}
+					t.secrets[s.Name] = cs
+				}
+				cs.secret = s
+				cs.refs++
+				secretsChanged = true
+			}
+			if len(now.TLS) > 0 {
+				t.tls[k] = now.TLS
+				tlsChanged = true
+			}
+			t.served[k] = now
 		}
-		tlsEntries = append(tlsEntries, p.TLS...)
 	}
-	sort.Slice(tlsEntries, func(i, j int) bool { return tlsEntries[i].Hosts[0] < tlsEntries[j].Hosts[0] })
 
-	defaultName := ""
-	if t.defaultSecret != nil {
-		defaultName = t.defaultSecret.Name
-		secrets[defaultName] = t.defaultSecret
+	out := &Output{Backends: t.backends}
+	if t.out != nil {
+		*out = *t.out
 	}
-	out := &Output{Backends: backends}
-	for _, l := range []*listenerv3.Listener{
-		httpListener(ExternalHTTP, cfg.ExternalHTTPPort, ExternalHTTP, cfg),
-		httpsListener(ExternalHTTPS, cfg.ExternalHTTPSPort, ExternalHTTPS, tlsEntries, defaultName, cfg),
-		httpListener(InternalHTTP, cfg.InternalHTTPPort, InternalRoutes, cfg),
-		httpsListener(InternalHTTPS, cfg.InternalHTTPSPort, InternalRoutes, tlsEntries, defaultName, cfg),
-	} {
-		if l != nil {
-			out.Listeners = append(out.Listeners, l)
+	names := [3]string{ExternalHTTPS, ExternalHTTP, InternalRoutes}
+	routes := make([]*routev3.RouteConfiguration, 3)
+	for i := range names {
+		if len(vhostEdits[i]) > 0 || t.out == nil {
+			t.vhosts[i] = patchSorted(t.vhosts[i], vhostEdits[i], func(v *routev3.VirtualHost) string { return v.Name })
+			routes[i] = routeConfig(names[i], t.vhosts[i])
+		} else {
+			routes[i] = t.out.Routes[routeIndex(names[i])]
 		}
 	}
-	out.Routes = []*routev3.RouteConfiguration{
-		routeConfig(ExternalHTTP, extPlain),
-		routeConfig(ExternalHTTPS, ext),
-		routeConfig(InternalRoutes, internal),
+	// Routes are listed by name.
+	out.Routes = []*routev3.RouteConfiguration{routes[1], routes[0], routes[2]}
+	if len(clusterEdits) > 0 || t.out == nil {
+		t.clusters = patchSorted(t.clusters, clusterEdits, func(c *clusterv3.Cluster) string { return c.Name })
+		out.Clusters = t.clusters
 	}
-	for _, name := range sortedKeys(clusters) {
-		out.Clusters = append(out.Clusters, clusters[name])
+	if secretsChanged {
+		secrets := make([]*tlsv3.Secret, 0, len(t.secrets)+1)
+		for _, cs := range t.secrets {
+			secrets = append(secrets, cs.secret)
+		}
+		if d := t.defaultSecret; d != nil && t.secrets[d.Name] == nil {
+			secrets = append(secrets, d)
+		}
+		sort.Slice(secrets, func(i, j int) bool { return secrets[i].Name < secrets[j].Name })
+		out.Secrets = secrets
 	}
-	for _, name := range sortedKeys(secrets) {
-		out.Secrets = append(out.Secrets, secrets[name])
+	if tlsChanged {
+		out.Listeners = t.listeners()
 	}
 	t.out, t.dirty = out, false
 	return out
+}
+
+// pieceVhosts lists a piece's virtual hosts in the order of Build's route
+// lists: external HTTPS, external plain HTTP, internal.
+func pieceVhosts(p *Piece) [3][]*routev3.VirtualHost {
+	return [3][]*routev3.VirtualHost{p.External, p.ExternalPlain, p.Internal}
+}
+
+func routeIndex(name string) int {
+	switch name {
+	case ExternalHTTP:
+		return 0
+	case ExternalHTTPS:
+		return 1
+	}
+	return 2
+}
+
+func (t *Table) listeners() []*listenerv3.Listener {
+	cfg := &t.cfg
+	var entries []TLSEntry
+	for _, e := range t.tls {
+		entries = append(entries, e...)
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Hosts[0] < entries[j].Hosts[0] })
+	defaultName := ""
+	if t.defaultSecret != nil {
+		defaultName = t.defaultSecret.Name
+	}
+	var out []*listenerv3.Listener
+	for _, l := range []*listenerv3.Listener{
+		httpListener(ExternalHTTP, cfg.ExternalHTTPPort, ExternalHTTP, cfg),
+		httpsListener(ExternalHTTPS, cfg.ExternalHTTPSPort, ExternalHTTPS, entries, defaultName, cfg),
+		httpListener(InternalHTTP, cfg.InternalHTTPPort, InternalRoutes, cfg),
+		httpsListener(InternalHTTPS, cfg.InternalHTTPSPort, InternalRoutes, entries, defaultName, cfg),
+	} {
+		if l != nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// patchSorted returns a new list sorted by name: list (sorted, names
+// unique) with every named item in edits removed, then the non-nil edits
+// inserted. It copies list once and searches for each edit, so a few edits
+// cost O(len(list)) pointer copies; the old list is left as it was.
+func patchSorted[T any](list []T, edits map[string]T, name func(T) string) []T {
+	var drop []int
+	var add []T
+	for n, v := range edits {
+		i := sort.Search(len(list), func(i int) bool { return name(list[i]) >= n })
+		if i < len(list) && name(list[i]) == n {
+			drop = append(drop, i)
+		}
+		if any(v) != any(*new(T)) {
+			add = append(add, v)
+		}
+	}
+	sort.Ints(drop)
+	sort.Slice(add, func(i, j int) bool { return name(add[i]) < name(add[j]) })
+	out := make([]T, 0, len(list)-len(drop)+len(add))
+	a := 0
+	// emit copies list[from:to], slotting in the adds that sort before
+	// its items.
+	emit := func(from, to int) {
+		for from < to && a < len(add) {
+			n := name(add[a])
+			j := from + sort.Search(to-from, func(k int) bool { return name(list[from+k]) > n })
+			out = append(out, list[from:j]...)
+			if j == to {
+				return
+			}
+			out = append(out, add[a])
+			a++
+			from = j
+		}
+		out = append(out, list[from:to]...)
+	}
+	prev := 0
+	for _, d := range drop {
+		emit(prev, d)
+		prev = d + 1
+	}
+	emit(prev, len(list))
+	return append(out, add[a:]...)
 }
 
 func routeConfig(name string, vhs []*routev3.VirtualHost) *routev3.RouteConfiguration {
