@@ -228,9 +228,6 @@ func (s *Stack) removePodNetns() error {
 // cleanLeftovers undoes what a previous run left behind when it crashed:
 // processes, pod namespaces, veths, the bridge and old state.
 func (s *Stack) cleanLeftovers() error {
-	if pid, ok := OwnerPid(s.opts.StateDir); ok && pid != os.Getpid() {
-		return fmt.Errorf("a stack is already running (pid %d) with state in %s; stop it first (go run ./e2e/cmd/stack down)", pid, s.opts.StateDir)
-	}
 	var errs []error
 	if err := s.killLeftoverProcs(); err != nil {
 		errs = append(errs, err)

@@ -1,7 +1,28 @@
 // Package stack runs a small real Kubernetes control plane on this machine
 // (etcd, kube-apiserver, kube-controller-manager, all on loopback), a bridge
 // for per-pod network namespaces, the pod runner, Sluice and Envoy. The
-// stack command and the e2e tests share it.
+// stack command (e2e/cmd/stack) and the e2e tests share it.
+//
+// In an e2e package:
+//
+//	func TestMain(m *testing.M) {
+//		if os.Getenv("SLUICE_E2E") != "1" {
+//			fmt.Println("e2e tests skipped: set SLUICE_E2E=1 (needs root, hack/build-tools.sh, bin/sluice)")
+//			os.Exit(0)
+//		}
+//		// Reuses a stack from `stack up -background` when one runs.
+//		s, err := stack.StartOrAttach(context.Background(), stack.Options{Controllers: 2, Envoys: 2})
+//		if err != nil {
+//			fmt.Fprintln(os.Stderr, err)
+//			os.Exit(1)
+//		}
+//		code := m.Run()
+//		s.Stop() // does nothing for an attached stack
+//		os.Exit(code)
+//	}
+//
+// The stack needs root (bridge, network namespaces) and the binaries from
+// hack/build-tools.sh and hack/install-envoy.sh in bin/.
 package stack
 
 import (
@@ -185,6 +206,9 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	s := &Stack{opts: opts, bgErr: make(chan error, 16)}
 	if err := s.checkPrereqs(); err != nil {
 		return nil, err
+	}
+	if pid, ok := OwnerPid(opts.StateDir); ok && pid != os.Getpid() {
+		return nil, fmt.Errorf("a stack is already running (pid %d) with state in %s; stop it first (go run ./e2e/cmd/stack down) or use Attach", pid, opts.StateDir)
 	}
 	if err := s.cleanLeftovers(); err != nil {
 		return nil, fmt.Errorf("cleaning up a previous run: %w", err)

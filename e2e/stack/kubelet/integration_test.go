@@ -122,45 +122,57 @@ func podCondition(p *corev1.Pod, ct corev1.PodConditionType) corev1.ConditionSta
 	return ""
 }
 
-func TestRunPodsForReal(t *testing.T) {
+func needRoot(t *testing.T) {
+	t.Helper()
 	if os.Geteuid() != 0 || os.Getenv("SLUICE_E2E") != "1" {
 		t.Skip("skipping: needs root and SLUICE_E2E=1 (creates a bridge, network namespaces and processes)")
 	}
-	buildCtx, cancelBuild := context.WithTimeout(context.Background(), 9*time.Minute)
-	images, err := BuildTestImages(buildCtx, testImagesDir(t), "runtime")
-	cancelBuild()
+}
+
+func buildImages(t *testing.T, names ...string) map[string]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
+	defer cancel()
+	images, err := BuildTestImages(ctx, testImagesDir(t), names...)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return images
+}
 
+// testEnv is a kubelet running against a fake clientset on a bridge of its
+// own, with its own netns prefix.
+type testEnv struct {
+	client                   *fake.Clientset
+	suffix, cidr, gw, prefix string
+	stale, logDir            string
+	stop                     func()
+}
+
+func startKubelet(t *testing.T, cfg Config) *testEnv {
+	t.Helper()
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
-	suffix := hex.EncodeToString(b)
-	bridge, cidr, gw := testBridge(t, suffix)
-	prefix := "slt" + suffix + "-"
+	e := &testEnv{suffix: hex.EncodeToString(b), client: fake.NewClientset(), logDir: t.TempDir()}
+	var bridge string
+	bridge, e.cidr, e.gw = testBridge(t, e.suffix)
+	e.prefix = "slt" + e.suffix + "-"
 
 	// A leftover of a "crashed" earlier run, which Run must remove.
-	stale := prefix + "stale"
-	sh(t, "ip", "netns", "add", stale)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", stale).Run() })
-	if err := writeNetnsFiles(stale, "x", "x"); err != nil {
+	e.stale = e.prefix + "stale"
+	sh(t, "ip", "netns", "add", e.stale)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", e.stale).Run() })
+	if err := writeNetnsFiles(e.stale, "x", "x"); err != nil {
 		t.Fatal(err)
 	}
 
-	client := fake.NewClientset()
-	logDir := t.TempDir()
+	cfg.Client, cfg.NodeName, cfg.Bridge, cfg.PodCIDR, cfg.Gateway = e.client, "node-test", bridge, e.cidr, e.gw
+	cfg.LogDir, cfg.NetnsPrefix, cfg.Logger = e.logDir, e.prefix, zaptest.NewLogger(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Config{
-			Client: client, NodeName: "node-test", Bridge: bridge, PodCIDR: cidr, Gateway: gw,
-			Images:     map[string]string{"runtime": images["runtime"], "crasher": "/bin/false"},
-			ExtraHosts: map[string]string{gatewayDomain: gw},
-			LogDir:     logDir, NetnsPrefix: prefix, Logger: zaptest.NewLogger(t),
-		})
-	}()
+	go func() { done <- Run(ctx, cfg) }()
 	stopped := false
-	stopRun := func() {
+	e.stop = func() {
 		if stopped {
 			return
 		}
@@ -175,7 +187,19 @@ func TestRunPodsForReal(t *testing.T) {
 			t.Error("Run did not return after cancel")
 		}
 	}
-	t.Cleanup(stopRun)
+	t.Cleanup(e.stop)
+	return e
+}
+
+func TestRunPodsForReal(t *testing.T) {
+	needRoot(t)
+	images := buildImages(t, "runtime")
+	e := startKubelet(t, Config{
+		Images:     map[string]string{"runtime": images["runtime"], "crasher": "/bin/false"},
+		ExtraHosts: map[string]string{gatewayDomain: "10.251.0.1"},
+	})
+	client, suffix, cidr, gw, prefix, stale, logDir, stopRun := e.client, e.suffix, e.cidr, e.gw, e.prefix, e.stale, e.logDir, e.stop
+	ctx := context.Background()
 
 	pods := client.CoreV1().Pods("serving-tests")
 	pod := &corev1.Pod{
@@ -210,6 +234,7 @@ func TestRunPodsForReal(t *testing.T) {
 	}
 
 	var got *corev1.Pod
+	var err error
 	waitFor(t, "runtime pod Ready", 60*time.Second, func() (bool, error) {
 		got, err = pods.Get(ctx, pod.Name, metav1.GetOptions{})
 		return err == nil && got.Status.PodIP != "" && podCondition(got, corev1.PodReady) == corev1.ConditionTrue, err
@@ -275,8 +300,8 @@ func TestRunPodsForReal(t *testing.T) {
 	if !netnsExists(t, ns) {
 		t.Fatalf("netns %s missing", ns)
 	}
-	if out := sh(t, "ip", "netns", "exec", ns, "getent", "hosts", gatewayDomain); !strings.HasPrefix(out, gw+" ") {
-		t.Errorf("pod resolves %s to %q, want %s", gatewayDomain, out, gw)
+	if out := sh(t, "ip", "netns", "exec", ns, "getent", "hosts", gatewayDomain); !strings.HasPrefix(out, "10.251.0.1 ") {
+		t.Errorf("pod resolves %s to %q, want 10.251.0.1", gatewayDomain, out)
 	}
 	if out := sh(t, "ip", "netns", "exec", ns, "getent", "hosts", "runtime-pod"); !strings.HasPrefix(out, podIP+" ") {
 		t.Errorf("pod resolves its own name to %q, want %s", out, podIP)
