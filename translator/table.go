@@ -486,7 +486,11 @@ func routeConfig(name string, vhs []*routev3.VirtualHost) *routev3.RouteConfigur
 		VirtualHosts: vhs,
 		// gRPC clients send :authority with a port.
 		IgnorePortInHostMatching: true,
-		// A split's appendHeaders override its path's.
+		// Route-level headers win over virtual host and configuration
+		// ones. Envoy applies a weighted cluster's headers before its
+		// route's, so on a shared name the path's appendHeaders win over
+		// a split's (as with net-istio and net-kourier); this flag does not
+		// change that.
 		MostSpecificHeaderMutationsWins: true,
 		// validate_clusters stays off (the RDS default): a route to a
 		// cluster still warming must not make Envoy reject every route.
