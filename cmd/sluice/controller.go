@@ -135,7 +135,7 @@ func runController(args []string, stderr io.Writer) error {
 // sink adapts the xDS server to the controller.
 type sink struct{ s *xds.Server }
 
-func (k sink) Publish(out *translator.Output, eps map[string]*endpointv3.ClusterLoadAssignment) error {
+func (k sink) Publish(out *translator.Output, eps map[string]*endpointv3.ClusterLoadAssignment) (uint64, error) {
 	snap := xds.Snapshot{
 		Clusters:  byName(out.Clusters, func(c *clusterv3.Cluster) string { return c.Name }),
 		Listeners: byName(out.Listeners, func(l *listenerv3.Listener) string { return l.Name }),
@@ -146,8 +146,18 @@ func (k sink) Publish(out *translator.Output, eps map[string]*endpointv3.Cluster
 	for k, v := range eps {
 		snap.Endpoints[k] = v
 	}
-	return k.s.SetSnapshot(snap)
+	if err := k.s.SetSnapshot(snap); err != nil {
+		return 0, err
+	}
+	return k.s.Generation(), nil
 }
+
+func (k sink) Behind(gen uint64) []string {
+	_, behind := k.s.Synced(gen)
+	return behind
+}
+
+func (k sink) Subscribe() (<-chan struct{}, func()) { return k.s.Subscribe() }
 
 func (k sink) PublishEndpoints(eps map[string]*endpointv3.ClusterLoadAssignment) error {
 	return k.s.SetEndpoints(eps)

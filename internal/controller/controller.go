@@ -32,13 +32,19 @@ import (
 	"sluice.dev/sluice/translator"
 )
 
-// Sink receives what Envoy should serve. The xds package implements it.
+// Sink receives what Envoy should serve and says what the Envoys hold.
+// The xds package implements it.
 type Sink interface {
 	// Publish hands over the full state: resources and every EDS cluster's
-	// assignment.
-	Publish(out *translator.Output, endpoints map[string]*endpointv3.ClusterLoadAssignment) error
+	// assignment. It returns the generation of that state.
+	Publish(out *translator.Output, endpoints map[string]*endpointv3.ClusterLoadAssignment) (uint64, error)
 	// PublishEndpoints hands over changed assignments only.
 	PublishEndpoints(endpoints map[string]*endpointv3.ClusterLoadAssignment) error
+	// Synced lists the connected Envoys that do not yet route as
+	// generation gen (or a later one) says.
+	Behind(gen uint64) []string
+	// Subscribe signals whenever Behind's answer may have changed.
+	Subscribe() (<-chan struct{}, func())
 }
 
 // Options configure the controller.
@@ -97,6 +103,11 @@ type Controller struct {
 	published     bool
 	// last status seen per ingress key, to find which changed on a build
 	lastStatus map[string]string
+	// generation of the published state that first held each ingress's
+	// current piece: it is Ready once every Envoy routes as that says
+	servedGen map[string]uint64
+	// ingresses waiting for Envoys to catch up
+	waiting sets.Set[string]
 	ready      bool
 	leader     bool
 }
@@ -117,6 +128,8 @@ func New(log *zap.Logger, kube kubernetes.Interface, kn clientset.Interface, sin
 		deps:       newDeps(),
 		eds:        map[string]*endpointv3.ClusterLoadAssignment{},
 		lastStatus: map[string]string{},
+		servedGen:  map[string]uint64{},
+		waiting:    sets.New[string](),
 	}
 	c.table = translator.NewTable(c.cfg, nil)
 
@@ -221,8 +234,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		go func() { defer wg.Done(); c.work(ctx, c.queue, c.reconcile) }()
 		go func() { defer wg.Done(); c.work(ctx, c.statusQueue, c.updateStatus) }()
 	}
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); c.publishLoop(ctx) }()
+	go func() { defer wg.Done(); c.watchEnvoys(ctx) }()
 	<-ctx.Done()
 	c.queue.ShutDown()
 	c.statusQueue.ShutDown()
@@ -368,12 +382,16 @@ func (c *Controller) publish() error {
 	changed := c.changedStatuses()
 	c.mu.Unlock()
 
-	if err := c.sink.Publish(out, eds); err != nil {
+	gen, err := c.sink.Publish(out, eds)
+	if err != nil {
 		return err
 	}
 	c.metrics.observePublish(time.Since(start), out, len(eds))
 	c.mu.Lock()
 	c.published = true
+	for _, k := range changed {
+		c.servedGen[k] = gen
+	}
 	c.mu.Unlock()
 	for _, k := range changed {
 		c.statusQueue.Add(k)
@@ -401,6 +419,8 @@ func (c *Controller) changedStatuses() []string {
 	for k := range c.lastStatus {
 		if !seen.Has(k) {
 			delete(c.lastStatus, k)
+			delete(c.servedGen, k)
+			c.waiting.Delete(k)
 		}
 	}
 	return out
@@ -539,4 +559,24 @@ func (l lookup) Service(ns, name string) (*corev1.Service, bool) {
 func (l lookup) Secret(ns, name string) (*corev1.Secret, bool) {
 	s, err := l.c.secretLister.Secrets(ns).Get(name)
 	return s, err == nil
+}
+
+// watchEnvoys re-checks the ingresses waiting for Envoys whenever an Envoy
+// ACKs, NACKs, connects or leaves.
+func (c *Controller) watchEnvoys(ctx context.Context) {
+	ch, cancel := c.sink.Subscribe()
+	defer cancel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+		c.mu.Lock()
+		keys := sets.List(c.waiting)
+		c.mu.Unlock()
+		for _, k := range keys {
+			c.statusQueue.Add(k)
+		}
+	}
 }

@@ -30,15 +30,37 @@ type fakeSink struct {
 	last      *translator.Output
 	endpoints []map[string]*endpointv3.ClusterLoadAssignment
 	allEDS    map[string]*endpointv3.ClusterLoadAssignment
+	slow      bool
+	acked     uint64
+	signal    chan struct{}
 }
 
-func (f *fakeSink) Publish(out *translator.Output, eps map[string]*endpointv3.ClusterLoadAssignment) error {
+func (f *fakeSink) Publish(out *translator.Output, eps map[string]*endpointv3.ClusterLoadAssignment) (uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.full++
 	f.last = out
 	f.allEDS = eps
+	return uint64(f.full), nil
+}
+
+// Behind: an Envoy "slow" holds generation acked only.
+func (f *fakeSink) Behind(gen uint64) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.slow && gen > f.acked {
+		return []string{"slow"}
+	}
 	return nil
+}
+
+func (f *fakeSink) Subscribe() (<-chan struct{}, func()) { return f.signal, func() {} }
+
+func (f *fakeSink) ack(gen uint64) {
+	f.mu.Lock()
+	f.acked = gen
+	f.mu.Unlock()
+	f.signal <- struct{}{}
 }
 
 func (f *fakeSink) PublishEndpoints(eps map[string]*endpointv3.ClusterLoadAssignment) error {
@@ -92,7 +114,7 @@ type env struct {
 
 func start(t *testing.T, kubeObjs []any, ings ...*v1alpha1.Ingress) *env {
 	t.Helper()
-	e := &env{kube: kubefake.NewClientset(), sink: &fakeSink{}}
+	e := &env{kube: kubefake.NewClientset(), sink: &fakeSink{signal: make(chan struct{}, 1)}}
 	for _, o := range kubeObjs {
 		switch o := o.(type) {
 		case *corev1.Service:
@@ -275,4 +297,28 @@ func TestGenerationFollowed(t *testing.T) {
 	if len(out.Clusters) != 1 || out.Clusters[0].Name != "ns/b:80" {
 		t.Errorf("clusters after update = %v", out.Clusters)
 	}
+}
+
+// Ready waits for the Envoys: an ingress is not Ready while one connected
+// Envoy has not acknowledged the state that holds it.
+func TestReadyWaitsForEnvoys(t *testing.T) {
+	e := &env{kube: kubefake.NewClientset(), sink: &fakeSink{signal: make(chan struct{}, 1), slow: true}}
+	e.kube = kubefake.NewClientset(service("a"))
+	e.kn = knfake.NewSimpleClientset(ingress("a", "a.example.com", "a", ours()))
+	e.ctrl = New(zap.NewNop(), e.kube, e.kn, e.sink, NewMetrics(nil), Options{
+		IngressClass: class, SystemNamespace: "knative-serving", PublicService: "p", PrivateService: "q",
+		ClusterDomain: "cluster.local", Translator: translator.DefaultConfig(),
+	})
+	e.ctrl.SetLeader(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = e.ctrl.Run(ctx) }()
+	waitFor(t, "first publish", e.ctrl.Ready)
+	time.Sleep(300 * time.Millisecond)
+	if e.get(t, "a").IsReady() {
+		t.Fatal("Ready before the Envoy acknowledged")
+	}
+	full, _, _ := e.sink.state()
+	e.sink.ack(uint64(full))
+	waitFor(t, "ready after the ACK", func() bool { return e.get(t, "a").IsReady() })
 }

@@ -33,10 +33,24 @@ func (c *Controller) desiredStatus(ing *v1alpha1.Ingress) (st *v1alpha1.IngressS
 	p, found := c.table.Get(key)
 	status := c.table.Status(key)
 	published := c.published
+	gen, served := c.servedGen[key]
 	c.mu.Unlock()
-	if !found || !published || p.Generation != ing.Generation {
+	if !found || !published || !served || p.Generation != ing.Generation {
 		return nil, false
 	}
+	if status == nil {
+		// Ready means served: wait until every connected Envoy routes as
+		// the state holding this generation says.
+		if behind := c.sink.Behind(gen); len(behind) > 0 {
+			c.mu.Lock()
+			c.waiting.Insert(key)
+			c.mu.Unlock()
+			return nil, false
+		}
+	}
+	c.mu.Lock()
+	c.waiting.Delete(key)
+	c.mu.Unlock()
 	st = ing.Status.DeepCopy()
 	st.InitializeConditions()
 	st.ObservedGeneration = ing.Generation
