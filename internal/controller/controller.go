@@ -108,8 +108,8 @@ type Controller struct {
 	servedGen map[string]uint64
 	// ingresses waiting for Envoys to catch up
 	waiting sets.Set[string]
-	ready      bool
-	leader     bool
+	ready   bool
+	leader  bool
 }
 
 // New wires the informers; Run starts them.
