@@ -166,7 +166,10 @@ func startKubelet(t *testing.T, cfg Config) *testEnv {
 		t.Fatal(err)
 	}
 
-	cfg.Client, cfg.NodeName, cfg.Bridge, cfg.PodCIDR, cfg.Gateway = e.client, "node-test", bridge, e.cidr, e.gw
+	if cfg.RestConfig == nil {
+		cfg.Client = e.client
+	}
+	cfg.NodeName, cfg.Bridge, cfg.PodCIDR, cfg.Gateway = "node-test", bridge, e.cidr, e.gw
 	cfg.LogDir, cfg.NetnsPrefix, cfg.Logger = e.logDir, e.prefix, zaptest.NewLogger(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
