@@ -42,7 +42,7 @@ func TestRealAPIServer(t *testing.T) {
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 			Spec: corev1.PodSpec{NodeName: "node-test", Containers: []corev1.Container{{
 				Name: "foo", Image: image,
-				Env: []corev1.EnvVar{{Name: "PORT", Value: "8080"}, {Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}}},
+				Env:            []corev1.EnvVar{{Name: "PORT", Value: "8080"}, {Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}}},
 				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt(8080)}}, PeriodSeconds: 1},
 			}}},
 		}
