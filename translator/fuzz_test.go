@@ -119,3 +119,36 @@ func FuzzTranslate(f *testing.F) {
 		}
 	})
 }
+
+// FuzzTranslateInput feeds whole YAML inputs (seeded with the goldens):
+// ParseInput and TranslateInput never panic, and whatever they accept
+// renders into resources that pass validateAll.
+func FuzzTranslateInput(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.in.yaml")
+	for _, file := range files {
+		if data, err := os.ReadFile(file); err == nil {
+			f.Add(data)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		in, err := ParseInput(data)
+		if err != nil {
+			return
+		}
+		res, err := TranslateInput(in)
+		if err != nil {
+			return
+		}
+		for _, r := range res.Ingresses {
+			if !r.Ready && (r.Reason == "" || r.Message == "") {
+				t.Fatalf("%s rejected without a reason", r.Name)
+			}
+		}
+		if errs := checkResult(res); len(errs) > 0 {
+			t.Fatalf("invalid resources: %v", errs)
+		}
+		if _, err := Render(res, "yaml"); err != nil {
+			t.Fatalf("render: %v", err)
+		}
+	})
+}

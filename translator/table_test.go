@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -239,5 +240,32 @@ func TestRenderRedactsKeys(t *testing.T) {
 		if !bytes.Contains(out, []byte("[redacted]")) {
 			t.Errorf("%s output has no redaction marker", format)
 		}
+	}
+}
+
+func TestRedirectIs301(t *testing.T) {
+	in, err := ParseInput(readFile(t, "testdata/redirect.in.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := TranslateInput(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, rc := range res.Output.Routes {
+		for _, vh := range rc.VirtualHosts {
+			for _, r := range vh.Routes {
+				if rd := r.GetRedirect(); rd != nil {
+					n++
+					if rc.Name != ExternalHTTP || !rd.GetHttpsRedirect() || rd.ResponseCode != routev3.RedirectAction_MOVED_PERMANENTLY {
+						t.Errorf("%s/%s: redirect %v", rc.Name, vh.Name, rd)
+					}
+				}
+			}
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d redirects, want 1 (the external host on plain HTTP)", n)
 	}
 }
