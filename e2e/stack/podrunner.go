@@ -54,6 +54,8 @@ func (s *Stack) startPodRunner(ctx context.Context) error {
 		LogDir:      s.path("logs", "pods"),
 		NetnsPrefix: PodNetnsPrefix,
 		Logger:      log,
+
+		UnreadyProbePeriod: s.opts.UnreadyProbePeriod,
 	}
 	s.bg.Add(2)
 	go func() {

@@ -92,7 +92,11 @@ type Options struct {
 	// Images maps pod image names to executables for the pod runner; nil
 	// builds the Knative conformance test images into BinDir/images.
 	Images map[string]string
-	Log    io.Writer // progress messages; default os.Stderr
+	// UnreadyProbePeriod is passed to the pod runner (kubelet.Config): it
+	// re-probes pods that are not ready yet this often instead of waiting a
+	// full periodSeconds. Zero keeps the kubelet's behaviour.
+	UnreadyProbePeriod time.Duration
+	Log                io.Writer // progress messages; default os.Stderr
 }
 
 // Gateway holds host:port addresses of one visibility.
