@@ -66,6 +66,7 @@ func runController(args []string, stderr io.Writer) error {
 			return nil
 		})
 	}
+	fs.StringVar(&opts.NACKAnnotation, "testing-nack-annotation", "", "for tests: an ingress with this annotation set to \"true\" gets a translation Envoy rejects")
 	leaderElect := fs.Bool("leader-elect", true, "only the holder of a Lease writes KIngress status")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -158,6 +159,20 @@ func (k sink) Behind(gen uint64) []string {
 }
 
 func (k sink) Subscribe() (<-chan struct{}, func()) { return k.s.Subscribe() }
+
+func (k sink) Current(typeURL, name string) string { return k.s.Served(typeURL, name) }
+
+func (k sink) Rejections() []controller.Rejection {
+	var out []controller.Rejection
+	for _, n := range k.s.Nodes() {
+		for typeURL, ts := range n.Types {
+			for name, e := range ts.Errors {
+				out = append(out, controller.Rejection{Node: n.ID, TypeURL: typeURL, Name: name, Version: e.Version, Error: e.Error})
+			}
+		}
+	}
+	return out
+}
 
 func (k sink) PublishEndpoints(eps map[string]*endpointv3.ClusterLoadAssignment) error {
 	return k.s.SetEndpoints(eps)

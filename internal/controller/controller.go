@@ -43,8 +43,13 @@ type Sink interface {
 	// Synced lists the connected Envoys that do not yet route as
 	// generation gen (or a later one) says.
 	Behind(gen uint64) []string
-	// Subscribe signals whenever Behind's answer may have changed.
+	// Subscribe signals whenever Behind's or Rejections' answer may have
+	// changed.
 	Subscribe() (<-chan struct{}, func())
+	// Rejections lists the standing NACKs of the connected Envoys.
+	Rejections() []Rejection
+	// Current is the version of a resource now served ("" for none).
+	Current(typeURL, name string) string
 }
 
 // Options configure the controller.
@@ -65,6 +70,9 @@ type Options struct {
 	Debounce time.Duration
 	Workers  int
 	Resync   time.Duration
+	// NACKAnnotation, for tests only: an ingress annotated with this key
+	// set to "true" is translated into something Envoy rejects.
+	NACKAnnotation string
 }
 
 // Controller watches KIngresses and what they reference.
@@ -108,8 +116,14 @@ type Controller struct {
 	servedGen map[string]uint64
 	// ingresses waiting for Envoys to catch up
 	waiting sets.Set[string]
-	ready   bool
-	leader  bool
+	// the servedGen every Envoy was last seen serving, per ingress
+	confirmed map[string]uint64
+	// when the current translation of each ingress was first made
+	seenAt map[string]time.Time
+	// translations an Envoy rejected
+	quarantine map[string]quarantined
+	ready      bool
+	leader     bool
 }
 
 // New wires the informers; Run starts them.
@@ -130,6 +144,9 @@ func New(log *zap.Logger, kube kubernetes.Interface, kn clientset.Interface, sin
 		lastStatus: map[string]string{},
 		servedGen:  map[string]uint64{},
 		waiting:    sets.New[string](),
+		confirmed:  map[string]uint64{},
+		seenAt:     map[string]time.Time{},
+		quarantine: map[string]quarantined{},
 	}
 	c.table = translator.NewTable(c.cfg, nil)
 
@@ -313,14 +330,25 @@ func (c *Controller) translate(ing *v1alpha1.Ingress) bool {
 	c.mu.Unlock()
 	p := translator.Translate(ing, lookup{c}, &cfg)
 	c.metrics.observeTranslation(time.Since(start), p.Err)
+	if c.opts.NACKAnnotation != "" && ing.Annotations[c.opts.NACKAnnotation] == "true" {
+		p = injectNACK(p)
+	}
 	key := p.Key()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.deps.set(key, p.Services, p.SecretRefs)
+	if q, ok := c.quarantine[key]; ok {
+		if q.digest == p.Digest {
+			p = rejectedPiece(p, q.err) // the same translation: still rejected
+		} else {
+			delete(c.quarantine, key)
+		}
+	}
 	if old, ok := c.table.Get(key); ok && samePiece(old, p) {
 		return false
 	}
 	c.table.Set(p)
+	c.seenAt[key] = start
 	return true
 }
 
@@ -420,6 +448,9 @@ func (c *Controller) changedStatuses() []string {
 		if !seen.Has(k) {
 			delete(c.lastStatus, k)
 			delete(c.servedGen, k)
+			delete(c.confirmed, k)
+			delete(c.seenAt, k)
+			delete(c.quarantine, k)
 			c.waiting.Delete(k)
 		}
 	}
@@ -572,6 +603,7 @@ func (c *Controller) watchEnvoys(ctx context.Context) {
 			return
 		case <-ch:
 		}
+		c.checkRejections()
 		c.mu.Lock()
 		keys := sets.List(c.waiting)
 		c.mu.Unlock()

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,14 +26,15 @@ import (
 const class = "sluice.ingress.networking.knative.dev"
 
 type fakeSink struct {
-	mu        sync.Mutex
-	full      int
-	last      *translator.Output
-	endpoints []map[string]*endpointv3.ClusterLoadAssignment
-	allEDS    map[string]*endpointv3.ClusterLoadAssignment
-	slow      bool
-	acked     uint64
-	signal    chan struct{}
+	mu         sync.Mutex
+	full       int
+	last       *translator.Output
+	endpoints  []map[string]*endpointv3.ClusterLoadAssignment
+	allEDS     map[string]*endpointv3.ClusterLoadAssignment
+	slow       bool
+	acked      uint64
+	rejections []Rejection
+	signal     chan struct{}
 }
 
 func (f *fakeSink) Publish(out *translator.Output, eps map[string]*endpointv3.ClusterLoadAssignment) (uint64, error) {
@@ -55,6 +57,14 @@ func (f *fakeSink) Behind(gen uint64) []string {
 }
 
 func (f *fakeSink) Subscribe() (<-chan struct{}, func()) { return f.signal, func() {} }
+
+func (f *fakeSink) Rejections() []Rejection {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.rejections
+}
+
+func (f *fakeSink) Current(typeURL, name string) string { return "v1" }
 
 func (f *fakeSink) ack(gen uint64) {
 	f.mu.Lock()
@@ -321,4 +331,37 @@ func TestReadyWaitsForEnvoys(t *testing.T) {
 	full, _, _ := e.sink.state()
 	e.sink.ack(uint64(full))
 	waitFor(t, "ready after the ACK", func() bool { return e.get(t, "a").IsReady() })
+}
+
+// An Envoy's NACK takes out only the ingress behind it, with Envoy's
+// error as the reason; the others keep being served.
+func TestNACKIsolated(t *testing.T) {
+	e := start(t, []any{service("a")}, ingress("a", "a.example.com", "a", ours()))
+	waitFor(t, "a ready", func() bool { return e.get(t, "a").IsReady() })
+	full, _, _ := e.sink.state()
+	e.sink.mu.Lock()
+	e.sink.slow, e.sink.acked = true, uint64(full) // the Envoy holds what it has now, no more
+	e.sink.mu.Unlock()
+	if _, err := e.kn.NetworkingV1alpha1().Ingresses("ns").Create(context.Background(), ingress("b", "b.example.com", "a", ours()), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b published", func() bool {
+		_, out, _ := e.sink.state()
+		return len(out.Routes[1].VirtualHosts) == 2
+	})
+	e.sink.mu.Lock()
+	e.sink.rejections = []Rejection{{Node: "envoy-0", TypeURL: typeRoute, Name: translator.ExternalHTTPS, Version: "v1", Error: "duplicate domain"}}
+	e.sink.mu.Unlock()
+	e.sink.signal <- struct{}{}
+	waitFor(t, "b rejected with Envoy's error", func() bool {
+		c := cond(e.get(t, "b"), v1alpha1.IngressConditionNetworkConfigured)
+		return c != nil && c.Reason == ReasonEnvoyRejected && strings.Contains(c.Message, "duplicate domain")
+	})
+	_, out, _ := e.sink.state()
+	if vhs := out.Routes[1].VirtualHosts; len(vhs) != 1 || vhs[0].Name != "a.example.com" {
+		t.Errorf("served after the NACK: %v", vhs)
+	}
+	if !e.get(t, "a").IsReady() {
+		t.Error("a lost Ready over b's NACK")
+	}
 }

@@ -16,6 +16,8 @@ type Metrics struct {
 	resources      *prometheus.GaugeVec
 	endpointPushes prometheus.Counter
 	statusWrites   prometheus.Counter
+	propagation    prometheus.Histogram
+	quarantined    prometheus.Counter
 }
 
 // NewMetrics creates and registers the controller's metrics.
@@ -41,9 +43,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		statusWrites: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_status_writes_total", Help: "KIngress status updates written.",
 		}),
+		propagation: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sluice_propagation_seconds",
+			Help:    "From an ingress change being translated to every connected Envoy serving it.",
+			Buckets: prometheus.ExponentialBuckets(1e-3, 2, 16),
+		}),
+		quarantined: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_ingresses_rejected_by_envoy_total", Help: "Ingress translations taken out after an Envoy NACKed them.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.translations, m.translateTime, m.publishTime, m.resources, m.endpointPushes, m.statusWrites)
+		reg.MustRegister(m.translations, m.translateTime, m.publishTime, m.resources, m.endpointPushes, m.statusWrites,
+			m.propagation, m.quarantined)
 	}
 	return m
 }

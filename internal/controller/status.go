@@ -50,6 +50,13 @@ func (c *Controller) desiredStatus(ing *v1alpha1.Ingress) (st *v1alpha1.IngressS
 	}
 	c.mu.Lock()
 	c.waiting.Delete(key)
+	if status == nil && c.confirmed[key] != gen {
+		c.confirmed[key] = gen
+		if t, ok := c.seenAt[key]; ok {
+			c.observePropagation(key, t)
+			delete(c.seenAt, key)
+		}
+	}
 	c.mu.Unlock()
 	st = ing.Status.DeepCopy()
 	st.InitializeConditions()

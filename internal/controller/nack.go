@@ -1,0 +1,172 @@
+package controller
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"sluice.dev/sluice/translator"
+)
+
+// ReasonEnvoyRejected marks an ingress whose resources an Envoy NACKed.
+const ReasonEnvoyRejected = "EnvoyRejected"
+
+// Rejection is an Envoy's standing NACK of one resource at one version.
+type Rejection struct {
+	Node, TypeURL, Name, Version, Error string
+}
+
+// Resource type URLs, as the xds package and Envoy name them.
+const (
+	typeCluster  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+	typeEndpoint = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+	typeListener = "type.googleapis.com/envoy.config.listener.v3.Listener"
+	typeRoute    = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+	typeSecret   = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+)
+
+// quarantined remembers an ingress whose translation an Envoy rejected:
+// that exact translation stays out until the ingress or what it references
+// changes.
+type quarantined struct {
+	digest string
+	err    *translator.Error
+}
+
+// checkRejections finds the ingresses behind standing NACKs of what we
+// serve now, takes them out of the served state with Envoy's error as
+// their reason, and republishes: everyone else keeps the last good config
+// plus all good changes.
+func (c *Controller) checkRejections() {
+	rejs := c.sink.Rejections()
+	if len(rejs) == 0 {
+		return
+	}
+	c.mu.Lock()
+	var hit []string
+	for _, r := range rejs {
+		for _, key := range c.suspectsLocked(r) {
+			p, ok := c.table.Get(key)
+			if !ok || p.Err != nil {
+				continue
+			}
+			e := &translator.Error{Reason: ReasonEnvoyRejected,
+				Message: fmt.Sprintf("Envoy %s rejected %s %q: %s", r.Node, typeName(r.TypeURL), r.Name, r.Error)}
+			c.quarantine[key] = quarantined{digest: p.Digest, err: e}
+			c.table.Set(rejectedPiece(p, e))
+			hit = append(hit, key)
+		}
+	}
+	c.mu.Unlock()
+	if len(hit) == 0 {
+		return
+	}
+	c.log.Warn("Envoy rejected the config of some ingresses; serving without them", zap.Strings("ingresses", hit))
+	c.metrics.quarantined.Add(float64(len(hit)))
+	c.requestPublish()
+}
+
+// suspectsLocked lists the ingresses whose current translation may have
+// caused r: those contributing to the rejected resource and not yet
+// confirmed served by every Envoy. With none such, all contributors.
+func (c *Controller) suspectsLocked(r Rejection) []string {
+	if c.sink.Current(r.TypeURL, r.Name) != r.Version {
+		return nil // an older version: already replaced
+	}
+	var contributors, fresh []string
+	for _, key := range c.table.Keys() {
+		p, _ := c.table.Get(key)
+		if p.Err != nil || c.table.Status(key) != nil || !contributes(p, r.TypeURL, r.Name) {
+			continue
+		}
+		contributors = append(contributors, key)
+		if c.confirmed[key] != c.servedGen[key] {
+			fresh = append(fresh, key)
+		}
+	}
+	if len(fresh) > 0 {
+		return fresh
+	}
+	return contributors
+}
+
+func contributes(p *translator.Piece, typeURL, name string) bool {
+	hasCluster := func(n string) bool {
+		return slices.ContainsFunc(p.Clusters, func(c *clusterv3.Cluster) bool { return c.Name == n })
+	}
+	switch typeURL {
+	case typeRoute:
+		switch name {
+		case translator.ExternalHTTP:
+			return len(p.ExternalPlain) > 0
+		case translator.ExternalHTTPS:
+			return len(p.External) > 0
+		default:
+			return len(p.Internal) > 0
+		}
+	case typeCluster, typeEndpoint:
+		return hasCluster(name)
+	case typeListener:
+		return len(p.TLS) > 0
+	case typeSecret:
+		return slices.ContainsFunc(p.Secrets, func(s *tlsv3.Secret) bool { return s.Name == name })
+	}
+	return false
+}
+
+// rejectedPiece keeps what the ingress references (to notice fixes) and
+// drops what it serves.
+func rejectedPiece(p *translator.Piece, e *translator.Error) *translator.Piece {
+	return &translator.Piece{Namespace: p.Namespace, Name: p.Name, Generation: p.Generation, Age: p.Age,
+		Services: p.Services, SecretRefs: p.SecretRefs, Err: e, Digest: p.Digest + "/" + e.Reason}
+}
+
+func typeName(typeURL string) string {
+	switch typeURL {
+	case typeCluster:
+		return "cluster"
+	case typeEndpoint:
+		return "endpoints"
+	case typeListener:
+		return "listener"
+	case typeRoute:
+		return "route configuration"
+	case typeSecret:
+		return "secret"
+	}
+	return typeURL
+}
+
+// injectNACK makes a translation Envoy rejects though it passes every
+// check of ours (a domain listed twice in a virtual host): the e2e tests'
+// way to prove that a NACK is isolated.
+func injectNACK(p *translator.Piece) *translator.Piece {
+	if p.Err != nil {
+		return p
+	}
+	dup := func(vhs []*routev3.VirtualHost) []*routev3.VirtualHost {
+		out := make([]*routev3.VirtualHost, len(vhs))
+		for i, vh := range vhs {
+			c := proto.Clone(vh).(*routev3.VirtualHost)
+			c.Domains = append(c.Domains, c.Domains[0])
+			out[i] = c
+		}
+		return out
+	}
+	q := *p
+	q.External, q.ExternalPlain, q.Internal = dup(p.External), dup(p.ExternalPlain), dup(p.Internal)
+	q.Digest = p.Digest + "/nack"
+	return &q
+}
+
+// observePropagation records how long a generation took from being seen
+// to every Envoy serving it.
+func (c *Controller) observePropagation(key string, since time.Time) {
+	c.metrics.propagation.Observe(time.Since(since).Seconds())
+}
