@@ -1,0 +1,286 @@
+//go:build e2e
+
+package conformance
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"sluice.dev/sluice/e2e/stack"
+)
+
+// suite lists the upstream suite's tests (stable, beta, alpha); its own
+// lists are unexported. A run passes only with all of them passed.
+var suite = []string{
+	"basics", "basics/http2", "grpc", "grpc/split",
+	"headers/pre-split", "headers/post-split", "headers/probe",
+	"hosts/multiple", "dispatch/path", "dispatch/percentage",
+	"dispatch/path_and_percentage", "dispatch/rule", "retry", "timeout",
+	"tls", "update", "visibility", "visibility/split", "visibility/path",
+	"ingressclass", "websocket", "websocket/split",
+	"host-rewrite", "headers/tags", // beta
+	"httpoption", // alpha
+}
+
+const top = "TestIngressConformance"
+
+// defaults are the flag values this stack needs; flags given on the
+// command line win.
+var defaults = map[string]string{
+	"ingressClass":    stack.IngressClass,
+	"enable-alpha":    "true",
+	"enable-beta":     "true",
+	"cluster-suffix":  "cluster.local",
+	"ingressendpoint": "127.0.0.1", // the suite dials it at the gateway Service's nodePorts
+	"imagetemplate":   "{{.Name}}", // the pod runner knows images by bare name
+}
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Println("conformance: FAIL: the local stack needs root (network namespaces per pod)")
+		return 1
+	}
+	given := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for name, v := range defaults {
+		if !given[name] {
+			if err := flag.Set(name, v); err != nil {
+				fmt.Println("conformance:", err)
+				return 1
+			}
+		}
+	}
+	// Passed subtests are only printed in verbose mode; the table needs them.
+	if v := flag.Lookup("test.v"); v != nil && v.Value.String() == "false" {
+		flag.Set("test.v", "true")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	begin := time.Now()
+	s, err := stack.Start(ctx, stack.Options{UnreadyProbePeriod: time.Second})
+	if err != nil {
+		fmt.Println("conformance: the local stack did not start:", err)
+		return 1
+	}
+	defer s.Stop()
+	if !s.SluiceStarted {
+		fmt.Println("conformance: Sluice did not start:", s.SluiceSkipReason)
+		return 1
+	}
+	if s.PodsSkipReason != "" {
+		fmt.Println("conformance: the pod runner did not start:", s.PodsSkipReason)
+		return 1
+	}
+	startup := time.Since(begin)
+	kc := flag.Lookup("kubeconfig")
+	if given["kubeconfig"] && !sameFile(kc.Value.String(), s.Kubeconfig) {
+		fmt.Printf("conformance: --kubeconfig=%s is not the stack's (%s)\n", kc.Value, s.Kubeconfig)
+		return 1
+	}
+	flag.Set("kubeconfig", s.Kubeconfig)
+
+	runs, code := runTee(m)
+	rep := report{
+		Started:        begin.UTC(),
+		StackStartup:   seconds(startup),
+		Machine:        machine(),
+		Flags:          flagValues(),
+		Runs:           runs,
+		ExpectedPerRun: len(suite),
+	}
+	full := flag.Lookup("test.run").Value.String() == ""
+	ok := code == 0 && len(runs) > 0
+	for i := range runs {
+		printTable(os.Stdout, i+1, len(runs), runs[i])
+		if full && runs[i].Passed != len(suite) {
+			ok = false
+		}
+	}
+	if err := rep.save(s.Options().Root); err != nil {
+		fmt.Println("conformance: saving results:", err)
+	}
+	if !ok {
+		fmt.Printf("conformance: FAIL: want %d of %d passed in every run\n", len(suite), len(suite))
+		return 1
+	}
+	return 0
+}
+
+// runTee runs the tests with stdout copied through a line scanner that
+// picks up the "--- PASS/FAIL/SKIP" lines of the suite's tests.
+func runTee(m *testing.M) ([]suiteRun, int) {
+	orig := os.Stdout
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, m.Run()
+	}
+	os.Stdout = w
+	done := make(chan []suiteRun)
+	go func() { done <- scan(io.TeeReader(r, orig)) }()
+	code := m.Run()
+	os.Stdout = orig
+	w.Close()
+	return <-done, code
+}
+
+// Under go test -json the test binary frames these lines with a ^V byte.
+var resultLine = regexp.MustCompile(`^\s*\x16?--- (PASS|FAIL|SKIP): (` + top + `(?:/\S+)?) \((\d+(?:\.\d+)?)s\)`)
+
+func scan(r io.Reader) []suiteRun {
+	known := map[string]bool{}
+	for _, n := range suite {
+		known[n] = true
+	}
+	var runs []suiteRun
+	cur := suiteRun{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		mm := resultLine.FindStringSubmatch(sc.Text())
+		if mm == nil {
+			continue
+		}
+		secs, _ := strconv.ParseFloat(mm[3], 64)
+		if mm[2] == top {
+			cur.Result, cur.Seconds = mm[1], secs
+			sort.Slice(cur.Tests, func(i, j int) bool { return cur.Tests[i].Name < cur.Tests[j].Name })
+			runs = append(runs, cur)
+			cur = suiteRun{}
+			continue
+		}
+		name := strings.TrimPrefix(mm[2], top+"/")
+		if !known[name] { // a subtest of one of the tests
+			continue
+		}
+		cur.Tests = append(cur.Tests, testResult{Name: name, Result: mm[1], Seconds: secs})
+		if mm[1] == "PASS" {
+			cur.Passed++
+		}
+	}
+	io.Copy(io.Discard, r)
+	return runs
+}
+
+type testResult struct {
+	Name    string  `json:"name"`
+	Result  string  `json:"result"`
+	Seconds float64 `json:"seconds"`
+}
+
+type suiteRun struct {
+	Result  string       `json:"result"`
+	Seconds float64      `json:"seconds"`
+	Passed  int          `json:"passed"`
+	Tests   []testResult `json:"tests"`
+}
+
+type report struct {
+	Started        time.Time         `json:"started"`
+	StackStartup   float64           `json:"stackStartupSeconds"`
+	Machine        map[string]string `json:"machine"`
+	Flags          map[string]string `json:"flags"`
+	ExpectedPerRun int               `json:"expectedPerRun"`
+	Runs           []suiteRun        `json:"runs"`
+}
+
+func (r report) save(root string) error {
+	dir := filepath.Join(root, "e2e", "results")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(dir, "conformance-"+r.Started.Format("20060102-150405")+".json")
+	if err := os.WriteFile(p, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	fmt.Println("conformance: results in", p)
+	return nil
+}
+
+func printTable(w io.Writer, i, n int, r suiteRun) {
+	fmt.Fprintf(w, "\nKnative ingress conformance, run %d of %d: %d/%d passed in %.1fs\n", i, n, r.Passed, len(suite), r.Seconds)
+	seen := map[string]testResult{}
+	for _, t := range r.Tests {
+		seen[t.Name] = t
+	}
+	fmt.Fprintf(w, "%-30s %-6s %9s\n", "TEST", "RESULT", "SECONDS")
+	for _, name := range sortedSuite() {
+		t, ok := seen[name]
+		if !ok {
+			fmt.Fprintf(w, "%-30s %-6s %9s\n", name, "-", "-")
+			continue
+		}
+		fmt.Fprintf(w, "%-30s %-6s %9.2f\n", name, t.Result, t.Seconds)
+	}
+}
+
+func sortedSuite() []string {
+	s := append([]string(nil), suite...)
+	sort.Strings(s)
+	return s
+}
+
+func seconds(d time.Duration) float64 {
+	return float64(d.Round(100*time.Millisecond)) / float64(time.Second)
+}
+
+func machine() map[string]string {
+	m := map[string]string{
+		"cpus": strconv.Itoa(runtime.NumCPU()),
+		"go":   runtime.Version(),
+		"os":   runtime.GOOS + "/" + runtime.GOARCH,
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m["kernel"] = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m["cpu"] = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if l, _, ok := strings.Cut(string(b), "\n"); ok {
+			m["memory"] = strings.Join(strings.Fields(strings.TrimPrefix(l, "MemTotal:")), " ")
+		}
+	}
+	return m
+}
+
+func flagValues() map[string]string {
+	out := map[string]string{}
+	for _, n := range []string{"ingressClass", "enable-alpha", "enable-beta", "skip-tests", "cluster-suffix", "ingressendpoint", "imagetemplate", "kubeconfig", "test.count", "test.run"} {
+		if f := flag.Lookup(n); f != nil {
+			out[n] = f.Value.String()
+		}
+	}
+	return out
+}
+
+func sameFile(a, b string) bool {
+	fa, err1 := os.Stat(a)
+	fb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(fa, fb)
+}
