@@ -65,6 +65,7 @@ type Server struct {
 	gen        uint64
 	desiredGen uint64         // generation of desired
 	applied    []appliedRound // recent generations whose routes are served
+	peers      *Peers         // Envoys of other replicas, if any
 	ready      bool
 	closed     bool
 }

@@ -581,10 +581,16 @@ func (v *nodeView) holdsAll(refs []ref) bool {
 
 // synced splits nodes into those holding exactly (not rejecting) every ref
 // of at least one of rounds, and the others.
-func (t *tracker) synced(rounds [][]ref) (synced, behind []string) {
+func (t *tracker) synced(rounds [][]ref, others map[string]*nodeView) (synced, behind []string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for id, v := range t.viewsLocked() {
+	views := t.viewsLocked()
+	for id, v := range others {
+		if _, ours := views[id]; !ours {
+			views[id] = v
+		}
+	}
+	for id, v := range views {
 		if slices.ContainsFunc(rounds, v.holdsExactly) {
 			synced = append(synced, id)
 		} else {

@@ -290,6 +290,22 @@ func (s *Server) Synced(gen uint64) (synced, behind []string) {
 			rounds = append(rounds, r.refs)
 		}
 	}
+	peers := s.peers
 	s.mu.Unlock()
-	return s.tracker.synced(rounds)
+	var others map[string]*nodeView
+	if peers != nil {
+		others = peers.views()
+	}
+	return s.tracker.synced(rounds, others)
+}
+
+// SetPeers makes Synced also count the Envoys of the other replicas that
+// p watches (see Peers).
+func (s *Server) SetPeers(p *Peers) {
+	p.mu.Lock()
+	p.onChange = s.tracker.notify
+	p.mu.Unlock()
+	s.mu.Lock()
+	s.peers = p
+	s.mu.Unlock()
 }

@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -67,6 +68,7 @@ func runController(args []string, stderr io.Writer) error {
 		})
 	}
 	fs.StringVar(&opts.NACKAnnotation, "testing-nack-annotation", "", "for tests: an ingress with this annotation set to \"true\" gets a translation Envoy rejects")
+	peers := fs.String("peers", "", "comma-separated host:port of every replica's xDS server (a name may resolve to several, e.g. a headless Service): readiness then counts the Envoys of all replicas")
 	leaderElect := fs.Bool("leader-elect", true, "only the holder of a Lease writes KIngress status")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -117,6 +119,11 @@ func runController(args []string, stderr io.Writer) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx, xlis) })
+	if *peers != "" {
+		p := xds.NewPeers(log.Named("peers"), strings.Split(*peers, ","), 0)
+		srv.SetPeers(p)
+		g.Go(func() error { p.Run(ctx); return nil })
+	}
 	g.Go(func() error { return serveAdmin(ctx, alis, reg, func() bool { return ctrl.Ready() && srv.Ready() }) })
 	g.Go(func() error {
 		if *leaderElect {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -29,6 +30,11 @@ func (s *Stack) startGateway(ctx context.Context) error {
 		return nil
 	}
 
+	// Every replica counts the Envoys of the others for readiness.
+	var peers []string
+	for i := 0; i < s.opts.Controllers && s.opts.Controllers > 1; i++ {
+		peers = append(peers, hostPort("127.0.0.1", p.XDS+i))
+	}
 	for i := 0; i < s.opts.Controllers; i++ {
 		args := []string{"controller",
 			"--kubeconfig", s.Kubeconfig,
@@ -38,6 +44,9 @@ func (s *Stack) startGateway(ctx context.Context) error {
 			"--external-https-port", strconv.Itoa(p.ExternalHTTPS),
 			"--internal-http-port", strconv.Itoa(p.InternalHTTP),
 			"--internal-https-port", strconv.Itoa(p.InternalHTTPS),
+		}
+		if len(peers) > 0 {
+			args = append(args, "--peers", strings.Join(peers, ","))
 		}
 		args = append(args, s.opts.SluiceArgs...)
 		pr, err := s.startProc(fmt.Sprintf("sluice-%d", i), sluice, args...)

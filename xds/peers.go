@@ -1,0 +1,160 @@
+package xds
+
+import (
+	"context"
+	"maps"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// Peers watches the Envoys connected to the other controller replicas
+// through their CSDS, so that readiness counts every Envoy of the gateway
+// whichever replica it talks to. Replicas serve the same content under the
+// same versions, so a peer's Envoy is synced by the same test as ours.
+type Peers struct {
+	log      *zap.Logger
+	addrs    []string // host:port; a host may resolve to several replicas
+	interval time.Duration
+
+	mu    sync.Mutex
+	nodes map[string]map[string]map[string]string // node id -> type -> name -> acked version
+	conns map[string]*grpc.ClientConn
+	// onChange is set by the Server to wake readiness checks.
+	onChange func()
+}
+
+// NewPeers polls the CSDS of addrs every interval. An address may name
+// this replica too: a node connected here counts as ours.
+func NewPeers(log *zap.Logger, addrs []string, interval time.Duration) *Peers {
+	if interval <= 0 {
+		interval = 200 * time.Millisecond
+	}
+	return &Peers{log: log, addrs: addrs, interval: interval, nodes: map[string]map[string]map[string]string{}, conns: map[string]*grpc.ClientConn{}}
+}
+
+// Run polls until ctx is done.
+func (p *Peers) Run(ctx context.Context) {
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	defer func() {
+		p.mu.Lock()
+		for _, c := range p.conns {
+			_ = c.Close()
+		}
+		p.mu.Unlock()
+	}()
+	for {
+		p.poll(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (p *Peers) poll(ctx context.Context) {
+	next := map[string]map[string]map[string]string{}
+	for _, target := range p.resolve(ctx) {
+		conn, err := p.conn(target)
+		if err != nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := statusv3.NewClientStatusDiscoveryServiceClient(conn).FetchClientStatus(cctx,
+			&statusv3.ClientStatusRequest{ExcludeResourceContents: true})
+		cancel()
+		if err != nil {
+			p.log.Debug("peer CSDS failed", zap.String("peer", target), zap.Error(err))
+			continue
+		}
+		for _, cc := range resp.GetConfig() {
+			id := cc.GetNode().GetId()
+			if id == "" {
+				continue
+			}
+			types := map[string]map[string]string{}
+			for _, g := range cc.GetGenericXdsConfigs() {
+				if g.GetClientStatus() != adminv3.ClientResourceStatus_ACKED {
+					continue
+				}
+				if types[g.GetTypeUrl()] == nil {
+					types[g.GetTypeUrl()] = map[string]string{}
+				}
+				types[g.GetTypeUrl()][g.GetName()] = g.GetVersionInfo()
+			}
+			next[id] = types
+		}
+	}
+	p.mu.Lock()
+	changed := !maps.EqualFunc(p.nodes, next, func(a, b map[string]map[string]string) bool {
+		return maps.EqualFunc(a, b, func(x, y map[string]string) bool { return maps.Equal(x, y) })
+	})
+	p.nodes = next
+	notify := p.onChange
+	p.mu.Unlock()
+	if changed && notify != nil {
+		notify()
+	}
+}
+
+// resolve expands each address to every replica behind its name.
+func (p *Peers) resolve(ctx context.Context) []string {
+	var out []string
+	for _, a := range p.addrs {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			continue
+		}
+		if net.ParseIP(host) != nil {
+			out = append(out, a)
+			continue
+		}
+		ips, err := net.DefaultResolver.LookupHost(ctx, host)
+		if err != nil {
+			continue
+		}
+		for _, ip := range ips {
+			out = append(out, net.JoinHostPort(ip, port))
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func (p *Peers) conn(target string) (*grpc.ClientConn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[target]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	p.conns[target] = c
+	return c, nil
+}
+
+// views returns the peers' nodes as node views, for the synced test.
+func (p *Peers) views() map[string]*nodeView {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]*nodeView, len(p.nodes))
+	for id, types := range p.nodes {
+		v := &nodeView{types: map[string]*typeState{}}
+		for typeURL, acked := range types {
+			v.types[typeURL] = &typeState{acked: acked}
+		}
+		out[id] = v
+	}
+	return out
+}
