@@ -24,6 +24,9 @@ import (
 // Namespace of the e2e objects.
 const ns = "sluice-e2e"
 
+// nackAnnotation set to "true" makes Sluice emit a config Envoy rejects.
+const nackAnnotation = "sluice.dev/testing-nack"
+
 var (
 	st   *stack.Stack
 	kube kubernetes.Interface
@@ -51,7 +54,10 @@ func run(m *testing.M) int {
 		fmt.Println("e2e: building backend images:", err)
 		return 1
 	}
-	opts := stack.Options{Images: images, Envoys: envInt("SLUICE_E2E_ENVOYS", 1)}
+	// Two controller replicas and two Envoys: readiness, NACK isolation and
+	// failover are tested on the same stack as the features.
+	opts := stack.Options{Images: images, Envoys: 2, Controllers: 2,
+		SluiceArgs: []string{"--testing-nack-annotation=" + nackAnnotation}}
 	s, err := stack.Start(ctx, opts)
 	if err != nil {
 		fmt.Println("e2e: the local stack did not start:", err)
@@ -90,12 +96,4 @@ func buildImages(ctx context.Context, root string) (map[string]string, error) {
 	}
 	images["sluice-backend"] = out
 	return images, nil
-}
-
-func envInt(k string, def int) int {
-	var n int
-	if _, err := fmt.Sscan(os.Getenv(k), &n); err == nil && n > 0 {
-		return n
-	}
-	return def
 }

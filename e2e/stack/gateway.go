@@ -66,8 +66,16 @@ func (s *Stack) startGateway(ctx context.Context) error {
 	for i := 0; i < s.opts.Envoys; i++ {
 		name := fmt.Sprintf("envoy-%d", i)
 		bootstrap := s.path(name + ".yaml")
+		// Every replica is in the bootstrap, so an Envoy whose replica dies
+		// reconnects to another.
+		xdsAddrs := []string{hostPort("127.0.0.1", p.XDS+i%s.opts.Controllers)}
+		for j := 0; j < s.opts.Controllers; j++ {
+			if j != i%s.opts.Controllers {
+				xdsAddrs = append(xdsAddrs, hostPort("127.0.0.1", p.XDS+j))
+			}
+		}
 		out, err := exec.CommandContext(ctx, sluice, "bootstrap",
-			"--xds-address", hostPort("127.0.0.1", p.XDS+i%s.opts.Controllers),
+			"--xds-address", strings.Join(xdsAddrs, ","),
 			"--node-id", name,
 			"--node-cluster", ExternalGWName,
 			"--admin-address", hostPort("127.0.0.1", p.EnvoyAdmin+i),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
@@ -25,7 +26,9 @@ const XDSCluster = "sluice-xds"
 
 // Options shape the bootstrap.
 type Options struct {
-	// XDSAddress is host:port of Sluice's xDS port (an IP or a DNS name).
+	// XDSAddress is host:port of Sluice's xDS port (an IP or a DNS name),
+	// or several, comma separated: one per replica, so that an Envoy whose
+	// replica dies reconnects to another.
 	XDSAddress string
 	// NodeID is the Envoy's identity; in a cluster its pod name. Envoy's
 	// --service-node flag overrides it.
@@ -41,9 +44,19 @@ type Options struct {
 
 // Build returns the bootstrap for opts.
 func Build(o Options) (*bootstrapv3.Bootstrap, error) {
-	xhost, xport, err := hostPort("xds-address", o.XDSAddress)
-	if err != nil {
-		return nil, err
+	var xds []*endpointv3.LbEndpoint
+	discovery := clusterv3.Cluster_STATIC
+	for _, a := range strings.Split(o.XDSAddress, ",") {
+		h, p, err := hostPort("xds-address", strings.TrimSpace(a))
+		if err != nil {
+			return nil, err
+		}
+		if net.ParseIP(h) == nil {
+			discovery = clusterv3.Cluster_STRICT_DNS
+		}
+		xds = append(xds, &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socket(h, p)}},
+		})
 	}
 	ahost, aport, err := hostPort("admin-address", o.AdminAddress)
 	if err != nil {
@@ -69,10 +82,6 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 	})
 	if err != nil {
 		return nil, err
-	}
-	discovery := clusterv3.Cluster_STRICT_DNS
-	if net.ParseIP(xhost) != nil {
-		discovery = clusterv3.Cluster_STATIC
 	}
 	ads := &corev3.ConfigSource{
 		ResourceApiVersion:    corev3.ApiVersion_V3,
@@ -105,9 +114,7 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 			}}},
 			LoadAssignment: &endpointv3.ClusterLoadAssignment{
 				ClusterName: XDSCluster,
-				Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
-					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socket(xhost, xport)}},
-				}}}},
+				Endpoints:   []*endpointv3.LocalityLbEndpoints{{LbEndpoints: xds}},
 			},
 		}}},
 	}, nil

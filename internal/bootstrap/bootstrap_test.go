@@ -37,6 +37,13 @@ func TestBuild(t *testing.T) {
 	if !strings.Contains(sotw.StaticResources.Clusters[0].GetType().String(), "STRICT_DNS") {
 		t.Error("a DNS name must give a STRICT_DNS cluster")
 	}
+	multi, err := Build(Options{XDSAddress: "127.0.0.1:18000, 127.0.0.1:18001", NodeID: "a", NodeCluster: "b", AdminAddress: "127.0.0.1:9901"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(multi.StaticResources.Clusters[0].LoadAssignment.Endpoints[0].LbEndpoints); n != 2 {
+		t.Errorf("two replicas gave %d xDS endpoints", n)
+	}
 }
 
 func TestBuildErrors(t *testing.T) {

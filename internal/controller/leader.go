@@ -56,6 +56,11 @@ func (c *Controller) SetLeader(on bool) {
 	c.mu.Lock()
 	c.leader = on
 	c.mu.Unlock()
+	if on {
+		c.metrics.leader.Set(1)
+	} else {
+		c.metrics.leader.Set(0)
+	}
 	if !on {
 		return
 	}

@@ -18,6 +18,7 @@ type Metrics struct {
 	statusWrites   prometheus.Counter
 	propagation    prometheus.Histogram
 	quarantined    prometheus.Counter
+	leader         prometheus.Gauge
 }
 
 // NewMetrics creates and registers the controller's metrics.
@@ -48,13 +49,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "From an ingress change being translated to every connected Envoy serving it.",
 			Buckets: prometheus.ExponentialBuckets(1e-3, 2, 16),
 		}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sluice_leader", Help: "1 while this replica holds the Lease and writes KIngress status.",
+		}),
 		quarantined: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_ingresses_rejected_by_envoy_total", Help: "Ingress translations taken out after an Envoy NACKed them.",
 		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.translations, m.translateTime, m.publishTime, m.resources, m.endpointPushes, m.statusWrites,
-			m.propagation, m.quarantined)
+			m.propagation, m.quarantined, m.leader)
 	}
 	return m
 }
