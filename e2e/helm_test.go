@@ -1109,21 +1109,34 @@ func TestHelmBootstrapConnects(t *testing.T) {
 	t.Logf("the chart's Envoy %s is connected with %d clusters and %d active listeners (bound beside the stack's with SO_REUSEPORT)",
 		podName, len(dynamicClusterNames(t, adminAddr)), len(ls))
 
-	// The chart's preStop hook, as the kubelet would run it.
+	// The chart's preStop hook, as the kubelet would run it: Envoy keeps
+	// its listeners through the drain time, then stops every one, so it
+	// takes no new connections before SIGTERM.
 	hook := strList(field(t, gw, "spec", "template", "spec", "containers", "0", "lifecycle", "preStop", "exec", "command"))
-	start := time.Now()
-	out, err := exec.Command(hook[0], hook[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("preStop %q: %v: %s", hook, err, out)
+	type result struct {
+		out []byte
+		err error
 	}
-	if !regexp.MustCompile(`^HTTP/1\.1 200`).Match(out) {
-		t.Errorf("preStop: Envoy answered %q", out)
+	hookDone := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		out, err := exec.Command(hook[0], hook[1:]...).CombinedOutput()
+		hookDone <- result{out, err}
+	}()
+	time.Sleep(drain * time.Second / 2)
+	if n := envoyStats(t, adminAddr)["listener_manager.listener_stopped"]; n != 0 {
+		t.Errorf("%d listeners stopped %v into a %ds graceful drain", n, time.Since(start), drain)
+	}
+	r := <-hookDone
+	if r.err != nil {
+		t.Fatalf("preStop %q: %v: %s", hook, r.err, r.out)
+	}
+	if !regexp.MustCompile(`^HTTP/1\.1 200`).Match(r.out) {
+		t.Errorf("preStop: Envoy answered %q", r.out)
 	}
 	if d := time.Since(start); d < drain*time.Second {
 		t.Errorf("preStop returned after %v, before the %ds drain", d, drain)
 	}
-	// Once the drain time is over Envoy stops every listener, and so stops
-	// being a target for new connections before SIGTERM.
 	eventually(t, 10*time.Second, "the listeners to stop after the drain", func() error {
 		if n := envoyStats(t, adminAddr)["listener_manager.listener_stopped"]; n < int64(len(ls)) {
 			return fmt.Errorf("listener_manager.listener_stopped = %d of %d", n, len(ls))
@@ -1255,14 +1268,27 @@ func TestImageBinaryStatic(t *testing.T) {
 		t.Fatalf("Dockerfile: want a CGO_ENABLED=0 build and a non-root USER; build line %q", build)
 	}
 	// The packages of cmd/sluice in this module must all be copied.
-	out, err := exec.Command("go", "list", "-deps", "-f", "{{if .Module}}{{if eq .Module.Path \"sluice.dev/sluice\"}}{{.ImportPath}}{{end}}{{end}}", "./cmd/sluice").Output()
+	list := exec.Command("go", "list", "-deps", "-f", "{{if .Module}}{{if eq .Module.Path \"sluice.dev/sluice\"}}{{.ImportPath}}{{end}}{{end}}", "./cmd/sluice")
+	list.Dir = root
+	out, err := list.Output()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("go list: %v", err)
 	}
 	for _, p := range strings.Fields(string(out)) {
 		top := strings.SplitN(strings.TrimPrefix(p, "sluice.dev/sluice/"), "/", 2)[0]
 		if !copied[top] {
 			t.Errorf("the Dockerfile does not COPY %s/ (needed by %s)", top, p)
+		}
+	}
+
+	// The build context is cut down to an allowlist; it must keep up.
+	ignore, err := os.ReadFile(filepath.Join(root, "deploy", "Dockerfile.dockerignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for dir := range copied {
+		if !strings.Contains(string(ignore), "\n!"+dir+"/\n") {
+			t.Errorf("deploy/Dockerfile.dockerignore leaves %s/ out of the build context", dir)
 		}
 	}
 
