@@ -137,19 +137,28 @@ func runTee(m *testing.M) ([]suiteRun, int) {
 	code := m.Run()
 	os.Stdout = orig
 	w.Close()
-	return <-done, code
+	runs := <-done
+	for i := range runs {
+		if i < len(wallTimes) {
+			runs[i].Seconds = seconds(wallTimes[i])
+		}
+	}
+	return runs, code
 }
 
 // Under go test -json the test binary frames these lines with a ^V byte.
 var resultLine = regexp.MustCompile(`^\s*\x16?--- (PASS|FAIL|SKIP): (` + top + `(?:/\S+)?) \((\d+(?:\.\d+)?)s\)`)
 
+// scan collects the result lines. Go prints a parallel parent's line
+// before or after its subtests' depending on the mode, so the k-th result of
+// a test is put in run k whatever the order.
 func scan(r io.Reader) []suiteRun {
 	known := map[string]bool{}
 	for _, n := range suite {
 		known[n] = true
 	}
-	var runs []suiteRun
-	cur := suiteRun{}
+	var parents []string
+	results := map[string][]testResult{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -157,24 +166,31 @@ func scan(r io.Reader) []suiteRun {
 		if mm == nil {
 			continue
 		}
-		secs, _ := strconv.ParseFloat(mm[3], 64)
 		if mm[2] == top {
-			cur.Result, cur.Seconds = mm[1], secs
-			sort.Slice(cur.Tests, func(i, j int) bool { return cur.Tests[i].Name < cur.Tests[j].Name })
-			runs = append(runs, cur)
-			cur = suiteRun{}
+			parents = append(parents, mm[1])
 			continue
 		}
 		name := strings.TrimPrefix(mm[2], top+"/")
 		if !known[name] { // a subtest of one of the tests
 			continue
 		}
-		cur.Tests = append(cur.Tests, testResult{Name: name, Result: mm[1], Seconds: secs})
-		if mm[1] == "PASS" {
-			cur.Passed++
-		}
+		secs, _ := strconv.ParseFloat(mm[3], 64)
+		results[name] = append(results[name], testResult{Name: name, Result: mm[1], Seconds: secs})
 	}
 	io.Copy(io.Discard, r)
+	runs := make([]suiteRun, len(parents))
+	for i := range runs {
+		runs[i].Result = parents[i]
+		for _, name := range sortedSuite() {
+			if i < len(results[name]) {
+				t := results[name][i]
+				runs[i].Tests = append(runs[i].Tests, t)
+				if t.Result == "PASS" {
+					runs[i].Passed++
+				}
+			}
+		}
+	}
 	return runs
 }
 
