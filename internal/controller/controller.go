@@ -532,16 +532,25 @@ func (c *Controller) configChanged() {
 	if !c.loadConfig() {
 		return
 	}
-	ings, err := c.ingLister.List(labels.Everything())
-	if err != nil {
-		return
-	}
-	for _, ing := range ings {
-		if c.ours(ing) {
-			c.queue.Add(ing.Namespace + "/" + ing.Name)
-		}
+	for _, k := range c.ourKeys() {
+		c.queue.Add(k)
 	}
 	c.requestPublish()
+}
+
+// ourKeys lists the keys of every ingress of our class in the cache.
+func (c *Controller) ourKeys() []string {
+	ings, err := c.ingLister.List(labels.Everything())
+	if err != nil {
+		return nil
+	}
+	var keys []string
+	for _, ing := range ings {
+		if c.ours(ing) {
+			keys = append(keys, ing.Namespace+"/"+ing.Name)
+		}
+	}
+	return keys
 }
 
 // loadConfig reads config-sluice over the defaults. A bad ConfigMap keeps

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
@@ -68,14 +67,8 @@ func (c *Controller) SetLeader(on bool) {
 		if !c.waitReady() {
 			return
 		}
-		ings, err := c.ingLister.List(labels.Everything())
-		if err != nil {
-			return
-		}
-		for _, ing := range ings {
-			if c.ours(ing) {
-				c.statusQueue.Add(ing.Namespace + "/" + ing.Name)
-			}
+		for _, k := range c.ourKeys() {
+			c.statusQueue.Add(k)
 		}
 	}()
 }
