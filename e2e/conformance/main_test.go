@@ -74,7 +74,12 @@ func run(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	begin := time.Now()
-	s, err := stack.Start(ctx, stack.Options{UnreadyProbePeriod: time.Second})
+	opts := stack.Options{
+		UnreadyProbePeriod: time.Second, // backends get Ready as soon as they listen
+		Envoys:             envInt("SLUICE_CONFORMANCE_ENVOYS"),
+		Controllers:        envInt("SLUICE_CONFORMANCE_CONTROLLERS"),
+	}
+	s, err := stack.Start(ctx, opts)
 	if err != nil {
 		fmt.Println("conformance: the local stack did not start:", err)
 		return 1
@@ -89,6 +94,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	startup := time.Since(begin)
+	opts = s.Options()
 	kc := flag.Lookup("kubeconfig")
 	if given["kubeconfig"] && !sameFile(kc.Value.String(), s.Kubeconfig) {
 		fmt.Printf("conformance: --kubeconfig=%s is not the stack's (%s)\n", kc.Value, s.Kubeconfig)
@@ -101,12 +107,15 @@ func run(m *testing.M) int {
 		Started:        begin.UTC(),
 		StackStartup:   seconds(startup),
 		Machine:        machine(),
+		Envoys:         opts.Envoys,
+		Controllers:    opts.Controllers,
 		Flags:          flagValues(),
 		Runs:           runs,
 		ExpectedPerRun: len(suite),
 	}
 	full := flag.Lookup("test.run").Value.String() == ""
 	ok := code == 0 && len(runs) > 0
+	fmt.Printf("\nconformance: %d Sluice replica(s), %d Envoy(s), stack up in %.1fs, %d run(s)\n", opts.Controllers, opts.Envoys, rep.StackStartup, len(runs))
 	for i := range runs {
 		printTable(os.Stdout, i+1, len(runs), runs[i])
 		if full && runs[i].Passed != len(suite) {
@@ -211,6 +220,8 @@ type report struct {
 	Started        time.Time         `json:"started"`
 	StackStartup   float64           `json:"stackStartupSeconds"`
 	Machine        map[string]string `json:"machine"`
+	Envoys         int               `json:"envoys"`
+	Controllers    int               `json:"controllers"`
 	Flags          map[string]string `json:"flags"`
 	ExpectedPerRun int               `json:"expectedPerRun"`
 	Runs           []suiteRun        `json:"runs"`
@@ -299,4 +310,13 @@ func sameFile(a, b string) bool {
 	fa, err1 := os.Stat(a)
 	fb, err2 := os.Stat(b)
 	return err1 == nil && err2 == nil && os.SameFile(fa, fb)
+}
+
+// envInt reads a positive count from the environment; 0 means the stack's default.
+func envInt(k string) int {
+	n, err := strconv.Atoi(os.Getenv(k))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }
