@@ -26,6 +26,7 @@ type Peers struct {
 
 	mu    sync.Mutex
 	nodes map[string]map[string]map[string]string // node id -> type -> name -> acked version
+	nacks []PeerNack
 	conns map[string]*grpc.ClientConn
 	// onChange is set by the Server to wake readiness checks.
 	onChange func()
@@ -63,6 +64,7 @@ func (p *Peers) Run(ctx context.Context) {
 
 func (p *Peers) poll(ctx context.Context) {
 	next := map[string]map[string]map[string]string{}
+	var nacks []PeerNack
 	for _, target := range p.resolve(ctx) {
 		conn, err := p.conn(target)
 		if err != nil {
@@ -83,6 +85,10 @@ func (p *Peers) poll(ctx context.Context) {
 			}
 			types := map[string]map[string]string{}
 			for _, g := range cc.GetGenericXdsConfigs() {
+				if e := g.GetErrorState(); e != nil {
+					nacks = append(nacks, PeerNack{Node: id, TypeURL: g.GetTypeUrl(), Name: g.GetName(),
+						Version: e.GetVersionInfo(), Error: e.GetDetails()})
+				}
 				if g.GetClientStatus() != adminv3.ClientResourceStatus_ACKED {
 					continue
 				}
@@ -98,7 +104,8 @@ func (p *Peers) poll(ctx context.Context) {
 	changed := !maps.EqualFunc(p.nodes, next, func(a, b map[string]map[string]string) bool {
 		return maps.EqualFunc(a, b, func(x, y map[string]string) bool { return maps.Equal(x, y) })
 	})
-	p.nodes = next
+	changed = changed || !slices.Equal(p.nacks, nacks)
+	p.nodes, p.nacks = next, nacks
 	notify := p.onChange
 	p.mu.Unlock()
 	if changed && notify != nil {
@@ -157,4 +164,16 @@ func (p *Peers) views() map[string]*nodeView {
 		out[id] = v
 	}
 	return out
+}
+
+// PeerNack is a standing rejection by an Envoy of another replica.
+type PeerNack struct {
+	Node, TypeURL, Name, Version, Error string
+}
+
+// Nacks lists the standing rejections the peers reported last.
+func (p *Peers) Nacks() []PeerNack {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.nacks)
 }

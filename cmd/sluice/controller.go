@@ -46,7 +46,8 @@ func runController(args []string, stderr io.Writer) error {
 	xdsAddr := fs.String("xds-address", ":18000", "address of the xDS gRPC server (ADS, CSDS, reflection, health)")
 	adminAddr := fs.String("admin-address", ":19000", "address of /metrics, /healthz, /readyz and /debug/pprof")
 	logFormat := fs.String("log-format", "", "json or console (default: json in a cluster, console otherwise)")
-	logLevel := zap.LevelFlag("log-level", zap.InfoLevel, "log level")
+	logLevel := zapcore.InfoLevel
+	fs.TextVar(&logLevel, "log-level", zapcore.InfoLevel, "log level: debug, info, warn or error")
 	fs.StringVar(&opts.IngressClass, "ingress-class", "sluice.ingress.networking.knative.dev", "KIngress class served")
 	fs.StringVar(&opts.SystemNamespace, "namespace", envOr("SYSTEM_NAMESPACE", "knative-serving"), "namespace of config-sluice and the gateway Services")
 	fs.StringVar(&opts.PublicService, "public-service", "sluice-gateway", "Service of the external gateway")
@@ -84,7 +85,7 @@ func runController(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(*logFormat, inCluster, *logLevel)
+	log, err := newLogger(*logFormat, inCluster, logLevel)
 	if err != nil {
 		return err
 	}
@@ -102,7 +103,12 @@ func runController(args []string, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv := xds.New(log.Named("xds"), xds.Options{Registry: reg})
-	ctrl := controller.New(log.Named("controller"), kube, kn, sink{srv}, controller.NewMetrics(reg), opts)
+	var pr *xds.Peers
+	if *peers != "" {
+		pr = xds.NewPeers(log.Named("peers"), strings.Split(*peers, ","), 0)
+		srv.SetPeers(pr)
+	}
+	ctrl := controller.New(log.Named("controller"), kube, kn, sink{srv, pr}, controller.NewMetrics(reg), opts)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -119,10 +125,8 @@ func runController(args []string, stderr io.Writer) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx, xlis) })
-	if *peers != "" {
-		p := xds.NewPeers(log.Named("peers"), strings.Split(*peers, ","), 0)
-		srv.SetPeers(p)
-		g.Go(func() error { p.Run(ctx); return nil })
+	if pr != nil {
+		g.Go(func() error { pr.Run(ctx); return nil })
 	}
 	g.Go(func() error { return serveAdmin(ctx, alis, reg, func() bool { return ctrl.Ready() && srv.Ready() }) })
 	g.Go(func() error {
@@ -141,7 +145,10 @@ func runController(args []string, stderr io.Writer) error {
 }
 
 // sink adapts the xDS server to the controller.
-type sink struct{ s *xds.Server }
+type sink struct {
+	s     *xds.Server
+	peers *xds.Peers // nil without --peers
+}
 
 func (k sink) Publish(out *translator.Output, eps map[string]*endpointv3.ClusterLoadAssignment) (uint64, error) {
 	snap := xds.Snapshot{
@@ -169,12 +176,23 @@ func (k sink) Subscribe() (<-chan struct{}, func()) { return k.s.Subscribe() }
 
 func (k sink) Current(typeURL, name string) string { return k.s.Served(typeURL, name) }
 
+// Rejections are those of our Envoys and of the peers' (a node on both
+// counts once).
 func (k sink) Rejections() []controller.Rejection {
 	var out []controller.Rejection
+	ours := map[string]bool{}
 	for _, n := range k.s.Nodes() {
+		ours[n.ID] = true
 		for typeURL, ts := range n.Types {
 			for name, e := range ts.Errors {
 				out = append(out, controller.Rejection{Node: n.ID, TypeURL: typeURL, Name: name, Version: e.Version, Error: e.Error})
+			}
+		}
+	}
+	if k.peers != nil {
+		for _, n := range k.peers.Nacks() {
+			if !ours[n.Node] {
+				out = append(out, controller.Rejection(n))
 			}
 		}
 	}

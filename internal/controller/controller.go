@@ -344,6 +344,9 @@ func (c *Controller) translate(ing *v1alpha1.Ingress) bool {
 			delete(c.quarantine, key)
 		}
 	}
+	if e := statusRejection(ing); e != nil && p.Err == nil {
+		p = rejectedPiece(p, e) // the leader's word, so replicas agree
+	}
 	if old, ok := c.table.Get(key); ok && samePiece(old, p) {
 		return false
 	}

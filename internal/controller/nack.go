@@ -11,6 +11,8 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+
 	"sluice.dev/sluice/translator"
 )
 
@@ -43,7 +45,15 @@ type quarantined struct {
 // serve now, takes them out of the served state with Envoy's error as
 // their reason, and republishes: everyone else keeps the last good config
 // plus all good changes.
+//
+// Only the leader decides, from the NACKs of every Envoy (its peers'
+// too), and says so in the ingress's status; every replica then leaves
+// that generation out (see statusRejection), so all replicas keep serving
+// the same content.
 func (c *Controller) checkRejections() {
+	if !c.isLeader() {
+		return
+	}
 	rejs := c.sink.Rejections()
 	if len(rejs) == 0 {
 		return
@@ -169,4 +179,14 @@ func injectNACK(p *translator.Piece) *translator.Piece {
 // to every Envoy serving it.
 func (c *Controller) observePropagation(key string, since time.Time) {
 	c.metrics.propagation.Observe(time.Since(since).Seconds())
+}
+
+// statusRejection says whether the leader marked this generation of the
+// ingress as rejected by Envoy.
+func statusRejection(ing *v1alpha1.Ingress) *translator.Error {
+	cond := ing.Status.GetCondition(v1alpha1.IngressConditionNetworkConfigured)
+	if cond == nil || !cond.IsFalse() || cond.Reason != ReasonEnvoyRejected || ing.Status.ObservedGeneration != ing.Generation {
+		return nil
+	}
+	return &translator.Error{Reason: ReasonEnvoyRejected, Message: cond.Message}
 }
