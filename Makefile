@@ -12,8 +12,9 @@ all: build
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/sluice ./cmd/sluice
 
-# Every test: unit, then end to end on the local real stack.
-test: lint unit e2e
+# Every test: unit, then end to end on the local real stack, then
+# Knative's own ingress conformance suite (25 tests, alpha and beta too).
+test: lint unit e2e conformance
 
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
@@ -31,9 +32,17 @@ lint: vet
 tools:
 	hack/build-tools.sh
 	hack/install-envoy.sh
+	hack/build-helm.sh
 
 e2e: build tools
 	$(GO) test -count=1 -timeout 40m -v ./e2e/...
+
+# Knative's conformance suite, unmodified: 25 of 25 or it fails. The table
+# is printed and saved as JSON in e2e/results/.
+conformance: build tools
+	$(GO) test -tags=e2e -count=1 -timeout 30m -v ./e2e/conformance/ -args \
+	  --ingressClass=sluice.ingress.networking.knative.dev --enable-alpha --enable-beta \
+	  --cluster-suffix=cluster.local --ingressendpoint=127.0.0.1 --imagetemplate='{{.Name}}'
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./translator/ ./xds/
