@@ -688,10 +688,19 @@ func newApplier(t *testing.T) func(o *unstructured.Unstructured, dryRun bool) er
 
 func ensureNamespace(t *testing.T, name string) {
 	t.Helper()
-	_, err := kube.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
+	ctx := context.Background()
+	// A namespace left terminating by an earlier run must go first.
+	eventually(t, 60*time.Second, "namespace "+name, func() error {
+		n, err := kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			_, err = kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+			return err
+		}
+		if err == nil && n.DeletionTimestamp != nil {
+			return fmt.Errorf("still terminating")
+		}
+		return err
+	})
 }
 
 // TestHelmRBAC applies the chart's RBAC for real and checks the controller's
