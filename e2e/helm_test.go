@@ -347,7 +347,9 @@ func TestHelmTemplateRefuses(t *testing.T) {
 // API server with a server-side dry-run.
 func TestHelmTemplate(t *testing.T) {
 	ensureNamespace(t, helmDryRunNS)
-	t.Cleanup(func() { _ = kube.CoreV1().Namespaces().Delete(context.Background(), helmDryRunNS, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = kube.CoreV1().Namespaces().Delete(context.Background(), helmDryRunNS, metav1.DeleteOptions{})
+	})
 	apply := newApplier(t)
 	for _, v := range chartVariants {
 		t.Run(v.name, func(t *testing.T) {
