@@ -100,6 +100,11 @@ func TestNACKIsolated(t *testing.T) {
 	newer := "newer.sluice-e2e.example.com"
 	createIngress(t, "good-after", v1alpha1.IngressSpec{Rules: []v1alpha1.IngressRule{ext(newer, httpPath("", split("nack", 100, nil)))}})
 	for _, h := range []string{good, newer} {
+		for i := 0; i < 2; i++ {
+			if !envoyHasHost(t, i, h) {
+				t.Errorf("envoy-%d lost %s after another ingress's NACK", i, h)
+			}
+		}
 		if code, _, _ := get(t, h, "/", nil); code != http.StatusOK {
 			t.Errorf("%s: %d after another ingress's NACK", h, code)
 		}

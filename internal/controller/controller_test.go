@@ -350,7 +350,12 @@ func TestNACKIsolated(t *testing.T) {
 		return len(out.Routes[1].VirtualHosts) == 2
 	})
 	e.sink.mu.Lock()
-	e.sink.rejections = []Rejection{{Node: "envoy-0", TypeURL: typeRoute, Name: translator.ExternalHTTPS, Version: "v1", Error: "duplicate domain"}}
+	// One response rejected: both route configurations b feeds. a feeds
+	// them too but was confirmed served before b came.
+	e.sink.rejections = []Rejection{
+		{Node: "envoy-0", TypeURL: typeRoute, Name: translator.ExternalHTTPS, Version: "v1", Error: "duplicate domain"},
+		{Node: "envoy-0", TypeURL: typeRoute, Name: translator.InternalRoutes, Version: "v1", Error: "duplicate domain"},
+	}
 	e.sink.mu.Unlock()
 	e.sink.signal <- struct{}{}
 	waitFor(t, "b rejected with Envoy's error", func() bool {

@@ -59,25 +59,32 @@ func (c *Controller) checkRejections() {
 		return
 	}
 	c.mu.Lock()
-	var hit []string
+	// Suspects first, all against the same table, then take them out.
+	found := map[string]Rejection{}
+	var hit, why []string
 	for _, r := range rejs {
 		for _, key := range c.suspectsLocked(r) {
-			p, ok := c.table.Get(key)
-			if !ok || p.Err != nil {
-				continue
+			if _, dup := found[key]; !dup {
+				found[key] = r
+				hit = append(hit, key)
 			}
-			e := &translator.Error{Reason: ReasonEnvoyRejected,
-				Message: fmt.Sprintf("Envoy %s rejected %s %q: %s", r.Node, typeName(r.TypeURL), r.Name, r.Error)}
-			c.quarantine[key] = quarantined{digest: p.Digest, err: e}
-			c.table.Set(rejectedPiece(p, e))
-			hit = append(hit, key)
 		}
+	}
+	for _, key := range hit {
+		r := found[key]
+		p, _ := c.table.Get(key)
+		why = append(why, fmt.Sprintf("%s: %s %s at %s, served in generation %d, confirmed %d",
+			key, typeName(r.TypeURL), r.Name, r.Version, c.servedGen[key], c.confirmed[key]))
+		e := &translator.Error{Reason: ReasonEnvoyRejected,
+			Message: fmt.Sprintf("Envoy %s rejected %s %q: %s", r.Node, typeName(r.TypeURL), r.Name, r.Error)}
+		c.quarantine[key] = quarantined{digest: p.Digest, err: e}
+		c.table.Set(rejectedPiece(p, e))
 	}
 	c.mu.Unlock()
 	if len(hit) == 0 {
 		return
 	}
-	c.log.Warn("Envoy rejected the config of some ingresses; serving without them", zap.Strings("ingresses", hit))
+	c.log.Warn("Envoy rejected the config of some ingresses; serving without them", zap.Strings("ingresses", hit), zap.Strings("why", why))
 	c.metrics.quarantined.Add(float64(len(hit)))
 	c.requestPublish()
 }
