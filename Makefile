@@ -33,6 +33,7 @@ tools:
 	hack/build-tools.sh
 	hack/install-envoy.sh
 	hack/build-helm.sh
+	test -x bin/grpcurl || GOBIN=$(CURDIR)/bin $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
 
 e2e: build tools
 	$(GO) test -count=1 -timeout 40m -v ./e2e/...
