@@ -44,6 +44,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
+	"knative.dev/networking/pkg/apis/networking/v1alpha1"
 	"sigs.k8s.io/yaml"
 
 	"sluice.dev/sluice/e2e/stack"
@@ -970,8 +971,16 @@ func dynamicListeners(t *testing.T, admin string) []listenerDump {
 	if err := json.Unmarshal(getBody(t, "http://"+admin+"/config_dump?resource=dynamic_listeners"), &dump); err != nil {
 		t.Fatal(err)
 	}
-	sort.Slice(dump.Configs, func(i, j int) bool { return dump.Configs[i].Name < dump.Configs[j].Name })
-	return dump.Configs
+	// A listener Sluice removed drains for Envoy's drain time, listed
+	// with only a draining_state: it is no longer served, so leave it out.
+	var out []listenerDump
+	for _, l := range dump.Configs {
+		if len(l.ActiveState) > 0 || len(l.ErrorState) > 0 {
+			out = append(out, l)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 func dynamicClusterNames(t *testing.T, admin string) []string {
@@ -1006,6 +1015,16 @@ func TestHelmBootstrapConnects(t *testing.T) {
 	objs := chart(helmRender(t, "sluice", stack.SystemNS, []string{"gateway.adminPort=" + adminPort,
 		"gateway.drainSeconds=" + strconv.Itoa(drain), "gateway.terminationGracePeriodSeconds=10"}))
 	gw := objs.get(t, "DaemonSet", "sluice-gateway")
+
+	// Something to route, so there are clusters and routes to receive.
+	const host = "helm-gw.sluice-e2e.example.com"
+	backend(t, "helm-gw", 1)
+	routeTo := func(header string) v1alpha1.IngressSpec {
+		return v1alpha1.IngressSpec{Rules: []v1alpha1.IngressRule{
+			ext(host, httpPath("", split("helm-gw", 100, map[string]string{"Helm-E2e": header}))),
+		}}
+	}
+	createIngress(t, "helm-gw", routeTo("first"))
 
 	var boot map[string]any
 	if err := yaml.Unmarshal([]byte(fieldStr(field(t, objs.get(t, "ConfigMap", "sluice-gateway-bootstrap"), "data", "bootstrap.yaml"))), &boot); err != nil {
@@ -1118,8 +1137,44 @@ func TestHelmBootstrapConnects(t *testing.T) {
 			t.Errorf("listener %s not active: error_state %s", l.Name, l.ErrorState)
 		}
 	}
-	t.Logf("the chart's Envoy %s is connected with %d clusters and %d active listeners (bound beside the stack's with SO_REUSEPORT)",
-		podName, len(dynamicClusterNames(t, adminAddr)), len(ls))
+	clusters := dynamicClusterNames(t, adminAddr)
+	if !strings.Contains(strings.Join(clusters, " "), "helm-gw") {
+		t.Errorf("no cluster of the ingress's backend in %v", clusters)
+	}
+
+	// It serves: the kernel spreads new connections over both Envoys, and
+	// this one's listener counts some of them, all routed to the backend.
+	_, httpPort, _ := net.SplitHostPort(st.External.HTTP)
+	served := func() int64 {
+		var n int64
+		for k, v := range envoyStats(t, adminAddr) {
+			if strings.HasPrefix(k, "listener.") && strings.HasSuffix(k, "_"+httpPort+".downstream_cx_total") {
+				n += v
+			}
+		}
+		return n
+	}
+	fresh := client(st.External.HTTP)
+	fresh.Transport.(*http.Transport).DisableKeepAlives = true
+	before := served()
+	for i := 0; i < 40; i++ {
+		if code, e, _ := do(t, fresh, "http://"+host+"/", nil); code != http.StatusOK || e.Name != "helm-gw" {
+			t.Fatalf("request %d: %d from %q", i, code, e.Name)
+		}
+	}
+	if n := served() - before; n == 0 {
+		t.Errorf("none of 40 new connections reached the chart's Envoy")
+	} else {
+		t.Logf("the chart's Envoy %s (%d clusters, %d listeners bound beside the stack's Envoy with SO_REUSEPORT) took %d of 40 connections",
+			podName, len(clusters), len(ls), n)
+	}
+
+	// Status waits for every connected Envoy, this one included; once the
+	// update is Ready this Envoy has the new route.
+	updateIngress(t, "helm-gw", routeTo("second"))
+	if routes := string(getBody(t, "http://"+adminAddr+"/config_dump?resource=dynamic_route_configs")); !strings.Contains(routes, `"second"`) {
+		t.Errorf("the update is Ready but the chart's Envoy does not have it")
+	}
 
 	// The chart's preStop hook, as the kubelet would run it: Envoy keeps
 	// its listeners through the drain time, then stops every one, so it
@@ -1159,6 +1214,17 @@ func TestHelmBootstrapConnects(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("envoy exited during the drain: %v", err)
 	default:
+	}
+	// Stopped listeners leave the SO_REUSEPORT group: new connections all go
+	// to the stack's Envoy and still succeed.
+	before = served()
+	for i := 0; i < 20; i++ {
+		if code, _, _ := do(t, fresh, "http://"+host+"/", nil); code != http.StatusOK {
+			t.Fatalf("request %d after the drain: %d", i, code)
+		}
+	}
+	if n := served() - before; n != 0 {
+		t.Errorf("the drained Envoy still took %d new connections", n)
 	}
 }
 
