@@ -5,7 +5,8 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 UNIT_PKGS := ./translator/... ./xds/... ./internal/... ./cmd/...
 
-.PHONY: all build test unit e2e conformance bench fmt vet lint tools envoy up down demo clean
+.PHONY: all build test unit e2e conformance bench fmt vet lint tools envoy up down demo clean manifest image
+IMAGE ?= sluice:$(VERSION)
 
 all: build
 
@@ -57,6 +58,15 @@ down:
 
 demo: build tools
 	$(GO) run ./e2e/cmd/demo
+
+# deploy/sluice.yaml from the chart (an e2e test checks it is current).
+manifest:
+	hack/build-helm.sh
+	deploy/render-manifest.sh
+
+# The controller image (needs Docker with BuildKit; not available on the dev machines).
+image:
+	docker build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE) .
 
 clean: down
 	rm -rf bin .stack .cache
