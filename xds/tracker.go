@@ -207,16 +207,10 @@ func (t *tracker) setNodeLocked(st *streamState, node *core.Node) {
 func (t *tracker) onRequest(id int64, req *discovery.DiscoveryRequest) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st := t.streams[streamKey{id: id}]
-	if st == nil {
+	ts, typeURL, first := t.requestStateLocked(streamKey{id: id}, req.GetNode(), req.GetTypeUrl())
+	if ts == nil {
 		return
 	}
-	t.setNodeLocked(st, req.GetNode())
-	typeURL := req.GetTypeUrl()
-	if typeURL == "" {
-		typeURL = st.defaultType
-	}
-	ts, first := st.typeState(typeURL)
 	names := req.GetResourceNames()
 	switch {
 	case first && len(names) == 0:
@@ -242,21 +236,31 @@ func (t *tracker) onRequest(id int64, req *discovery.DiscoveryRequest) {
 	t.notifyLocked()
 }
 
+// requestStateLocked records the node of a stream's request and returns
+// the stream's state for the request's type (the stream's type when the
+// request names none); nil for an unknown stream.
+func (t *tracker) requestStateLocked(key streamKey, node *core.Node, typeURL string) (ts *typeState, _ string, first bool) {
+	st := t.streams[key]
+	if st == nil {
+		return nil, "", false
+	}
+	t.setNodeLocked(st, node)
+	if typeURL == "" {
+		typeURL = st.defaultType
+	}
+	ts, first = st.typeState(typeURL)
+	return ts, typeURL, first
+}
+
 // onDeltaRequest handles an incremental request: subscription changes, and
 // an ACK or NACK when it carries a response nonce.
 func (t *tracker) onDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st := t.streams[streamKey{delta: true, id: id}]
-	if st == nil {
+	ts, typeURL, first := t.requestStateLocked(streamKey{delta: true, id: id}, req.GetNode(), req.GetTypeUrl())
+	if ts == nil {
 		return
 	}
-	t.setNodeLocked(st, req.GetNode())
-	typeURL := req.GetTypeUrl()
-	if typeURL == "" {
-		typeURL = st.defaultType
-	}
-	ts, first := st.typeState(typeURL)
 	if first {
 		// A reconnecting Envoy still runs what it had; record it as held.
 		maps.Copy(ts.acked, req.GetInitialResourceVersions())
