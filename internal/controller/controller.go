@@ -122,8 +122,10 @@ type Controller struct {
 	seenAt map[string]time.Time
 	// translations an Envoy rejected
 	quarantine map[string]quarantined
-	ready      bool
-	leader     bool
+	// rejected resource versions already acted on ("type/name@version")
+	handled map[string]bool
+	ready   bool
+	leader  bool
 }
 
 // New wires the informers; Run starts them.
@@ -147,6 +149,7 @@ func New(log *zap.Logger, kube kubernetes.Interface, kn clientset.Interface, sin
 		confirmed:  map[string]uint64{},
 		seenAt:     map[string]time.Time{},
 		quarantine: map[string]quarantined{},
+		handled:    map[string]bool{},
 	}
 	c.table = translator.NewTable(c.cfg, nil)
 

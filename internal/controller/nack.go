@@ -90,27 +90,30 @@ func (c *Controller) checkRejections() {
 }
 
 // suspectsLocked lists the ingresses whose current translation may have
-// caused r: those contributing to the rejected resource and not yet
-// confirmed served by every Envoy. With none such, all contributors.
+// caused r: those feeding the rejected resource and not yet confirmed
+// served by every Envoy. A served ingress is never blamed: with no suspect
+// the Envoys simply keep their last good config. Each rejected version is
+// acted on once: until the republish lands, the same NACK may be seen
+// again while its culprits are already out.
 func (c *Controller) suspectsLocked(r Rejection) []string {
-	if c.sink.Current(r.TypeURL, r.Name) != r.Version {
-		return nil // an older version: already replaced
+	id := r.TypeURL + "/" + r.Name + "@" + r.Version
+	if c.sink.Current(r.TypeURL, r.Name) != r.Version || c.handled[id] {
+		return nil // an older version, or already dealt with
 	}
-	var contributors, fresh []string
+	var fresh []string
 	for _, key := range c.table.Keys() {
 		p, _ := c.table.Get(key)
 		if p.Err != nil || c.table.Status(key) != nil || !contributes(p, r.TypeURL, r.Name) {
 			continue
 		}
-		contributors = append(contributors, key)
 		if c.confirmed[key] != c.servedGen[key] {
 			fresh = append(fresh, key)
 		}
 	}
 	if len(fresh) > 0 {
-		return fresh
+		c.handled[id] = true
 	}
-	return contributors
+	return fresh
 }
 
 func contributes(p *translator.Piece, typeURL, name string) bool {
