@@ -122,8 +122,8 @@ type Controller struct {
 	seenAt map[string]time.Time
 	// translations an Envoy rejected
 	quarantine map[string]quarantined
-	// rejected resource versions already acted on ("type/name@version")
-	handled map[string]bool
+	// per rejected resource (type URL, name), the version already acted on
+	handled map[[2]string]string
 	ready   bool
 	leader  bool
 }
@@ -149,7 +149,7 @@ func New(log *zap.Logger, kube kubernetes.Interface, kn clientset.Interface, sin
 		confirmed:  map[string]uint64{},
 		seenAt:     map[string]time.Time{},
 		quarantine: map[string]quarantined{},
-		handled:    map[string]bool{},
+		handled:    map[[2]string]string{},
 	}
 	c.table = translator.NewTable(c.cfg, nil)
 

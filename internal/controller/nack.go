@@ -59,6 +59,13 @@ func (c *Controller) checkRejections() {
 		return
 	}
 	c.mu.Lock()
+	// A handled version no longer served is history: if it comes back it
+	// is judged anew.
+	for id, v := range c.handled {
+		if c.sink.Current(id[0], id[1]) != v {
+			delete(c.handled, id)
+		}
+	}
 	// Suspects first, all against the same table, then take them out.
 	found := map[string]Rejection{}
 	var hit, why []string
@@ -96,8 +103,8 @@ func (c *Controller) checkRejections() {
 // acted on once: until the republish lands, the same NACK may be seen
 // again while its culprits are already out.
 func (c *Controller) suspectsLocked(r Rejection) []string {
-	id := r.TypeURL + "/" + r.Name + "@" + r.Version
-	if c.sink.Current(r.TypeURL, r.Name) != r.Version || c.handled[id] {
+	id := [2]string{r.TypeURL, r.Name}
+	if c.sink.Current(r.TypeURL, r.Name) != r.Version || c.handled[id] == r.Version {
 		return nil // an older version, or already dealt with
 	}
 	var fresh []string
@@ -111,7 +118,7 @@ func (c *Controller) suspectsLocked(r Rejection) []string {
 		}
 	}
 	if len(fresh) > 0 {
-		c.handled[id] = true
+		c.handled[id] = r.Version
 	}
 	return fresh
 }
