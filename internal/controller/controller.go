@@ -11,6 +11,7 @@ import (
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -362,7 +363,7 @@ func (c *Controller) translate(ing *v1alpha1.Ingress) bool {
 // The translation is deterministic, so equal inputs give equal pieces; we
 // still compare content for changes that come from Services or Secrets.
 func samePiece(a, b *translator.Piece) bool {
-	return a.Generation == b.Generation && pieceDigest(a) == pieceDigest(b)
+	return a.Generation == b.Generation && a.Digest == b.Digest
 }
 
 func (c *Controller) requestPublish() {
@@ -441,7 +442,7 @@ func (c *Controller) changedStatuses() []string {
 	for _, k := range c.table.Keys() {
 		seen.Insert(k)
 		p, _ := c.table.Get(k)
-		s := fmt.Sprintf("%d/%s", p.Generation, pieceDigest(p))
+		s := fmt.Sprintf("%d/%s", p.Generation, p.Digest)
 		if e := c.table.Status(k); e != nil {
 			s += "/" + e.Reason + "/" + e.Message
 		}
@@ -492,7 +493,7 @@ func (c *Controller) sliceChanged(obj any) {
 	for _, name := range c.clustersBySvc[m.GetNamespace()+"/"+svc] {
 		b := c.backends[name]
 		cla := translator.LoadAssignment(name, b, c.slicesFor(b.Namespace, b.Service))
-		if old := c.eds[name]; old == nil || !claEqual(old, cla) {
+		if old := c.eds[name]; old == nil || !proto.Equal(old, cla) {
 			c.eds[name] = cla
 			changed[name] = cla
 		}

@@ -2,10 +2,12 @@ package controller
 
 import (
 	"context"
+	"crypto/rand"
 	"os"
 	"time"
 
 	"go.uber.org/zap"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
@@ -21,9 +23,9 @@ func RunLeaderElection(ctx context.Context, log *zap.Logger, kube kubernetes.Int
 	if err != nil {
 		return err
 	}
-	id += "-" + randSuffix()
+	id += "-" + rand.Text()[:8]
 	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metaName(ns, LeaseName),
+		LeaseMeta:  metav1.ObjectMeta{Namespace: ns, Name: LeaseName},
 		Client:     kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
 	}
