@@ -3,7 +3,6 @@ package translator
 import (
 	"fmt"
 	"net/netip"
-	"strconv"
 	"time"
 )
 
@@ -80,13 +79,4 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("connect-timeout: %v must be positive", c.ConnectTimeout)
 	}
 	return nil
-}
-
-// Fingerprint changes whenever a setting that shapes a Piece changes, so
-// the controller knows to re-translate every ingress.
-func (c *Config) Fingerprint() string {
-	return fmt.Sprintf("%d/%d/%d/%d/%s/%s/%s/%s/%s/%v",
-		c.ExternalHTTPPort, c.ExternalHTTPSPort, c.InternalHTTPPort, c.InternalHTTPSPort,
-		c.ListenAddress, c.StreamIdleTimeout, c.IdleTimeout, c.ConnectTimeout,
-		strconv.Quote(c.DefaultCertificate), c.LocalGatewayDomains)
 }

@@ -102,7 +102,6 @@ type Controller struct {
 
 	mu       sync.Mutex // guards everything below
 	cfg      translator.Config
-	cfgErr   error
 	table    *translator.Table
 	deps     *deps
 	eds      map[string]*endpointv3.ClusterLoadAssignment
@@ -570,9 +569,6 @@ func (c *Controller) loadConfig() bool {
 		cfg, err = translator.ConfigFromMapOver(c.opts.Translator, cm.Data)
 		if err != nil {
 			c.log.Error("config-sluice rejected, keeping the last good config", zap.Error(err))
-			c.mu.Lock()
-			c.cfgErr = err
-			c.mu.Unlock()
 			return false
 		}
 	}
@@ -582,7 +578,6 @@ func (c *Controller) loadConfig() bool {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.cfgErr = nil
 	c.cfg = cfg
 	// A fresh table with every piece kept: pieces are re-translated by the
 	// reconciles queued by the caller.
