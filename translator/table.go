@@ -44,6 +44,7 @@ type Table struct {
 	// State of the last Build.
 	conflicts map[string]*Error
 	touched   map[string]bool   // keys Set or Deleted since
+	changed   []string          // keys the last Build looked at again
 	served    map[string]*Piece // the pieces the output is made of
 	vhosts    [3][]*routev3.VirtualHost
 	clusters  []*clusterv3.Cluster
@@ -145,6 +146,11 @@ func (t *Table) Get(key string) (*Piece, bool) {
 	p, ok := t.pieces[key]
 	return p, ok
 }
+
+// Changed lists, sorted, the ingresses whose piece or conflict state the
+// last Build took in again (Set, Deleted, or winning or losing a host);
+// none when that Build had nothing to do. Read only.
+func (t *Table) Changed() []string { return t.changed }
 
 // Keys lists the ingresses in the table, sorted. Read only.
 func (t *Table) Keys() []string { return t.keys }
@@ -257,6 +263,7 @@ func (t *Table) settle() map[string]*Error {
 // last result when nothing changed; the result must not be modified.
 func (t *Table) Build() *Output {
 	if !t.dirty {
+		t.changed = nil
 		return t.out
 	}
 	conflicts := t.settle()
@@ -269,6 +276,7 @@ func (t *Table) Build() *Output {
 		changed[k] = true
 	}
 	t.conflicts, t.touched = conflicts, map[string]bool{}
+	t.changed = sortedKeys(changed)
 
 	// Collect the edits, by name: nil removes, anything else (re)places.
 	var vhostEdits [3]map[string]*routev3.VirtualHost

@@ -269,3 +269,31 @@ func TestRedirectIs301(t *testing.T) {
 		t.Fatalf("%d redirects, want 1 (the external host on plain HTTP)", n)
 	}
 }
+
+// Changed names exactly what the last Build took in again.
+func TestTableChanged(t *testing.T) {
+	data, err := os.ReadFile("testdata/canary.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := ParseInput(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := NewTable(in.Config, nil)
+	p := Translate(in.Ingresses[0], in, &in.Config)
+	tb.Set(p)
+	tb.Build()
+	if got := tb.Changed(); len(got) != 1 || got[0] != p.Key() {
+		t.Errorf("after Set: Changed = %v", got)
+	}
+	tb.Build()
+	if got := tb.Changed(); len(got) != 0 {
+		t.Errorf("after a Build with nothing to do: Changed = %v", got)
+	}
+	tb.Delete(p.Key())
+	tb.Build()
+	if got := tb.Changed(); len(got) != 1 || got[0] != p.Key() {
+		t.Errorf("after Delete: Changed = %v", got)
+	}
+}

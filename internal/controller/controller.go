@@ -434,13 +434,22 @@ func (c *Controller) publish() error {
 }
 
 // changedStatuses lists ingresses whose piece or conflict state changed
-// since the last build. Called with mu held, after Build.
+// since the last build: only those the table's Build took in again are
+// looked at, so one change among many costs one. Called with mu held,
+// after Build.
 func (c *Controller) changedStatuses() []string {
 	var out []string
-	seen := sets.New[string]()
-	for _, k := range c.table.Keys() {
-		seen.Insert(k)
-		p, _ := c.table.Get(k)
+	for _, k := range c.table.Changed() {
+		p, ok := c.table.Get(k)
+		if !ok {
+			delete(c.lastStatus, k)
+			delete(c.servedGen, k)
+			delete(c.confirmed, k)
+			delete(c.seenAt, k)
+			delete(c.quarantine, k)
+			c.waiting.Delete(k)
+			continue
+		}
 		s := fmt.Sprintf("%d/%s", p.Generation, p.Digest)
 		if e := c.table.Status(k); e != nil {
 			s += "/" + e.Reason + "/" + e.Message
@@ -448,16 +457,6 @@ func (c *Controller) changedStatuses() []string {
 		if c.lastStatus[k] != s {
 			c.lastStatus[k] = s
 			out = append(out, k)
-		}
-	}
-	for k := range c.lastStatus {
-		if !seen.Has(k) {
-			delete(c.lastStatus, k)
-			delete(c.servedGen, k)
-			delete(c.confirmed, k)
-			delete(c.seenAt, k)
-			delete(c.quarantine, k)
-			c.waiting.Delete(k)
 		}
 	}
 	return out
