@@ -12,20 +12,24 @@ import (
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // csds serves envoy.service.status.v3.ClientStatusDiscoveryService: for
-// every connected Envoy, each resource it was sent or asked for, with the
-// version it ACKed and the last error it reported.
+// every Envoy of the fleet (see fleetStatus), each resource it was sent or
+// asked for, with the version it ACKed and the last error it reported.
 type csds struct {
 	statusv3.UnimplementedClientStatusDiscoveryServiceServer
 	s *Server
 }
 
-func (c *csds) FetchClientStatus(_ context.Context, req *statusv3.ClientStatusRequest) (*statusv3.ClientStatusResponse, error) {
-	return c.s.clientStatus(req), nil
+func (c *csds) FetchClientStatus(ctx context.Context, req *statusv3.ClientStatusRequest) (*statusv3.ClientStatusResponse, error) {
+	resp, scope := c.s.fleetStatus(ctx, req)
+	_ = grpc.SetHeader(ctx, metadata.Pairs(replicaHeader, c.s.opts.Replica, scopeHeader, scope))
+	return resp, nil
 }
 
 func (c *csds) StreamClientStatus(stream statusv3.ClientStatusDiscoveryService_StreamClientStatusServer) error {
@@ -37,14 +41,18 @@ func (c *csds) StreamClientStatus(stream statusv3.ClientStatusDiscoveryService_S
 		if err != nil {
 			return err
 		}
-		if err := stream.Send(c.s.clientStatus(req)); err != nil {
+		resp, scope := c.s.fleetStatus(stream.Context(), req)
+		// Headers go out once, with the first answer.
+		_ = stream.SetHeader(metadata.Pairs(replicaHeader, c.s.opts.Replica, scopeHeader, scope))
+		if err := stream.Send(resp); err != nil {
 			return err
 		}
 	}
 }
 
-// clientStatus builds the CSDS answer. Node matchers filter on node id
-// (metadata matchers are not supported and match every node).
+// clientStatus builds the CSDS answer for the Envoys connected to this
+// replica, each tagged with the replica's name. Node matchers filter on
+// node id (metadata matchers are not supported and match every node).
 func (s *Server) clientStatus(req *statusv3.ClientStatusRequest) *statusv3.ClientStatusResponse {
 	s.mu.Lock()
 	served := s.served
@@ -54,7 +62,7 @@ func (s *Server) clientStatus(req *statusv3.ClientStatusRequest) *statusv3.Clien
 		if !matchNode(req.GetNodeMatchers(), n.ID) {
 			continue
 		}
-		cc := &statusv3.ClientConfig{Node: n.node}
+		cc := &statusv3.ClientConfig{Node: withMetadata(n.node, map[string]string{ReplicaKey: s.opts.Replica})}
 		for _, typeURL := range slices.Sorted(maps.Keys(n.Types)) {
 			ts := n.Types[typeURL]
 			names := map[string]bool{}

@@ -9,10 +9,13 @@ import (
 	"time"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 )
 
 // Peers watches the Envoys connected to the other controller replicas
@@ -28,8 +31,10 @@ type Peers struct {
 	nodes map[string]map[string]map[string]string // node id -> type -> name -> acked version
 	nacks []PeerNack
 	conns map[string]*grpc.ClientConn
-	// onChange is set by the Server to wake readiness checks.
+	// onChange and self are set by the Server: onChange wakes readiness
+	// checks, self is this replica's name, sent with every request.
 	onChange func()
+	self     string
 }
 
 // NewPeers polls the CSDS of addrs every interval. An address may name
@@ -65,20 +70,12 @@ func (p *Peers) Run(ctx context.Context) {
 func (p *Peers) poll(ctx context.Context) {
 	next := map[string]map[string]map[string]string{}
 	var nacks []PeerNack
-	for _, target := range p.resolve(ctx) {
-		conn, err := p.conn(target)
-		if err != nil {
+	for _, a := range p.fetch(ctx, &statusv3.ClientStatusRequest{ExcludeResourceContents: true}, time.Second) {
+		if a.err != nil {
+			p.log.Debug("peer CSDS failed", zap.String("peer", a.target), zap.Error(a.err))
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		resp, err := statusv3.NewClientStatusDiscoveryServiceClient(conn).FetchClientStatus(cctx,
-			&statusv3.ClientStatusRequest{ExcludeResourceContents: true})
-		cancel()
-		if err != nil {
-			p.log.Debug("peer CSDS failed", zap.String("peer", target), zap.Error(err))
-			continue
-		}
-		for _, cc := range resp.GetConfig() {
+		for _, cc := range a.resp.GetConfig() {
 			id := cc.GetNode().GetId()
 			if id == "" {
 				continue
@@ -111,6 +108,47 @@ func (p *Peers) poll(ctx context.Context) {
 	if changed && notify != nil {
 		notify()
 	}
+}
+
+// peerAnswer is one replica's answer to a CSDS request for its own Envoys.
+type peerAnswer struct {
+	target  string // host:port asked
+	replica string // the name it answered with; "" if it did not answer
+	resp    *statusv3.ClientStatusResponse
+	err     error
+}
+
+// fetch asks every replica, at once, for the status of the Envoys connected
+// to it (a request marked as a peer's is answered without fanning out
+// again), each bounded by timeout. Answers come in target order.
+func (p *Peers) fetch(ctx context.Context, req *statusv3.ClientStatusRequest, timeout time.Duration) []peerAnswer {
+	req = proto.Clone(req).(*statusv3.ClientStatusRequest)
+	p.mu.Lock()
+	req.Node = &core.Node{Id: p.self, Cluster: PeerCluster}
+	p.mu.Unlock()
+	targets := p.resolve(ctx)
+	out := make([]peerAnswer, len(targets))
+	var wg sync.WaitGroup
+	for i, target := range targets {
+		out[i].target = target
+		wg.Go(func() {
+			a := &out[i]
+			conn, err := p.conn(target)
+			if err != nil {
+				a.err = err
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			var hdr metadata.MD
+			a.resp, a.err = statusv3.NewClientStatusDiscoveryServiceClient(conn).FetchClientStatus(cctx, req, grpc.Header(&hdr))
+			if v := hdr.Get(replicaHeader); len(v) > 0 {
+				a.replica = v[0]
+			}
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 // resolve expands each address to every replica behind its name.

@@ -40,6 +40,9 @@ type Options struct {
 	AckTimeout time.Duration
 	// Registry receives the xDS metrics; nil registers nothing.
 	Registry prometheus.Registerer
+	// Replica names this replica in CSDS answers, unique among the
+	// replicas (in a cluster, the pod name). Default "sluice".
+	Replica string
 }
 
 // Server serves Envoy resources over ADS (SotW and delta). See the package
@@ -80,6 +83,9 @@ func New(log *zap.Logger, opts Options) *Server {
 	}
 	if log == nil {
 		log = zap.NewNop()
+	}
+	if opts.Replica == "" {
+		opts.Replica = "sluice"
 	}
 	s := &Server{
 		log:     log,

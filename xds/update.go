@@ -300,10 +300,11 @@ func (s *Server) Synced(gen uint64) (synced, behind []string) {
 }
 
 // SetPeers makes Synced also count the Envoys of the other replicas that
-// p watches (see Peers).
+// p watches (see Peers), and CSDS answer for them too.
 func (s *Server) SetPeers(p *Peers) {
 	p.mu.Lock()
 	p.onChange = s.tracker.notify
+	p.self = s.opts.Replica
 	p.mu.Unlock()
 	s.mu.Lock()
 	s.peers = p

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -69,7 +70,8 @@ func runController(args []string, stderr io.Writer) error {
 		})
 	}
 	fs.StringVar(&opts.NACKAnnotation, "testing-nack-annotation", "", "for tests: an ingress with this annotation set to \"true\" gets a translation Envoy rejects")
-	peers := fs.String("peers", "", "comma-separated host:port of every replica's xDS server (a name may resolve to several, e.g. a headless Service): readiness then counts the Envoys of all replicas")
+	peers := fs.String("peers", "", "comma-separated host:port of every replica's xDS server (a name may resolve to several, e.g. a headless Service): readiness counts, and CSDS shows, the Envoys of all replicas")
+	replica := fs.String("replica-name", os.Getenv("POD_NAME"), "this replica's name in CSDS answers, unique among the replicas (default $POD_NAME, else host name and xDS port)")
 	leaderElect := fs.Bool("leader-elect", true, "only the holder of a Lease writes KIngress status")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -102,7 +104,10 @@ func runController(args []string, stderr io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv := xds.New(log.Named("xds"), xds.Options{Registry: reg})
+	if *replica == "" {
+		*replica = defaultReplicaName(*xdsAddr)
+	}
+	srv := xds.New(log.Named("xds"), xds.Options{Registry: reg, Replica: *replica})
 	var pr *xds.Peers
 	if *peers != "" {
 		pr = xds.NewPeers(log.Named("peers"), strings.Split(*peers, ","), 0)
@@ -121,7 +126,7 @@ func runController(args []string, stderr io.Writer) error {
 		return fmt.Errorf("admin-address: %w", err)
 	}
 	log.Info("starting", zap.String("version", version), zap.String("xds", xlis.Addr().String()),
-		zap.String("admin", alis.Addr().String()), zap.String("class", opts.IngressClass))
+		zap.String("admin", alis.Addr().String()), zap.String("class", opts.IngressClass), zap.String("replica", *replica), zap.String("peers", *peers))
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx, xlis) })
@@ -273,6 +278,13 @@ func newLogger(format string, inCluster bool, level zapcore.Level) (*zap.Logger,
 	}
 	cfg.Level = zap.NewAtomicLevelAt(level)
 	return cfg.Build()
+}
+
+// defaultReplicaName is unique among replicas on one host by their port.
+func defaultReplicaName(xdsAddr string) string {
+	host, _ := os.Hostname()
+	_, port, _ := net.SplitHostPort(xdsAddr)
+	return net.JoinHostPort(cmp.Or(host, "sluice"), port)
 }
 
 func envOr(k, def string) string {
