@@ -439,6 +439,22 @@ func checkChart(t *testing.T, objs chart, vals chartValues, namespace string) {
 	if !labelsMatch(field(t, ctrlSvc, "spec", "selector").(map[string]any), ctrlLabels) {
 		t.Errorf("the controller Service does not select the controller pods")
 	}
+	// Several replicas know each other through a headless Service that
+	// selects them all.
+	peersSvc := objs.find("Service", ctrlName+"-peers")
+	peers, hasPeers := argFlag(args, "peers")
+	if multi := vals.or("controller.replicas", "2") != "1"; multi {
+		want := fmt.Sprintf("%s-peers.$(SYSTEM_NAMESPACE).svc.%s:%s", ctrlName, vals.or("controller.clusterDomain", "cluster.local"), vals.or("controller.xdsPort", "18000"))
+		if peers != want {
+			t.Errorf("controller --peers = %q, want %q", peers, want)
+		}
+		if peersSvc == nil || fieldStr(field(t, peersSvc, "spec", "clusterIP")) != "None" ||
+			!labelsMatch(field(t, peersSvc, "spec", "selector").(map[string]any), ctrlLabels) {
+			t.Errorf("no headless Service %s-peers selecting the controller pods: %v", ctrlName, peersSvc)
+		}
+	} else if hasPeers || peersSvc != nil {
+		t.Errorf("one replica, yet --peers %q and peers Service %v", peers, peersSvc != nil)
+	}
 	if pdb := objs.find("PodDisruptionBudget", ctrlName); (pdb != nil) != (vals.or("controller.podDisruptionBudget.enabled", "true") == "true") {
 		t.Errorf("controller PodDisruptionBudget present: %v", pdb != nil)
 	}
