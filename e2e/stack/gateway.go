@@ -39,6 +39,7 @@ func (s *Stack) startGateway(ctx context.Context) error {
 		args := []string{"controller",
 			"--kubeconfig", s.Kubeconfig,
 			"--xds-address", hostPort("127.0.0.1", p.XDS+i),
+			"--replica-name", fmt.Sprintf("sluice-%d", i),
 			"--admin-address", hostPort("127.0.0.1", p.SluiceAdmin+i),
 			"--external-http-port", strconv.Itoa(p.ExternalHTTP),
 			"--external-https-port", strconv.Itoa(p.ExternalHTTPS),
@@ -64,51 +65,93 @@ func (s *Stack) startGateway(ctx context.Context) error {
 	}
 
 	for i := 0; i < s.opts.Envoys; i++ {
-		name := fmt.Sprintf("envoy-%d", i)
-		bootstrap := s.path(name + ".yaml")
 		// Every replica is in the bootstrap, so an Envoy whose replica dies
 		// reconnects to another.
-		xdsAddrs := []string{hostPort("127.0.0.1", p.XDS+i%s.opts.Controllers)}
+		replicas := []int{i % s.opts.Controllers}
 		for j := 0; j < s.opts.Controllers; j++ {
 			if j != i%s.opts.Controllers {
-				xdsAddrs = append(xdsAddrs, hostPort("127.0.0.1", p.XDS+j))
+				replicas = append(replicas, j)
 			}
 		}
-		out, err := exec.CommandContext(ctx, sluice, "bootstrap",
-			"--xds-address", strings.Join(xdsAddrs, ","),
-			"--node-id", name,
-			"--node-cluster", ExternalGWName,
-			"--admin-address", hostPort("127.0.0.1", p.EnvoyAdmin+i),
-		).Output()
-		if err != nil {
-			if ee, ok := err.(*exec.ExitError); ok {
-				err = fmt.Errorf("%v: %s", err, ee.Stderr)
-			}
-			return fmt.Errorf("sluice bootstrap for %s: %w", name, err)
-		}
-		if err := os.WriteFile(bootstrap, out, 0o644); err != nil {
+		if _, err := s.startEnvoy(ctx, fmt.Sprintf("envoy-%d", i), i, replicas); err != nil {
 			return err
 		}
-		// Distinct base ids keep the Envoys' shared memory regions apart.
-		pr, err := s.startProc(name, s.bin("envoy"), "-c", bootstrap, "--base-id", strconv.Itoa(7300+i),
-			"--log-level", "info")
-		if err != nil {
-			return err
-		}
-		// /ready answers 200 once Envoy has its first listeners and clusters.
-		admin := fmt.Sprintf("http://%s/ready", hostPort("127.0.0.1", p.EnvoyAdmin+i))
-		pr.optional = true
-		pr.ready = func(ctx context.Context, pr *proc) error {
-			return s.waitHTTP(ctx, pr, pr.name, admin, nil, "", 60*time.Second)
-		}
-		if err := pr.ready(ctx, pr); err != nil {
-			return err
-		}
-		go s.watchProc(pr)
-		s.logf("%s ready (admin http://127.0.0.1:%d)", name, p.EnvoyAdmin+i)
 	}
+	s.envoys = s.opts.Envoys
 	s.SluiceStarted = true
 	return nil
+}
+
+// startEnvoy runs an Envoy with admin port EnvoyAdmin+i whose bootstrap
+// lists the given controller replicas, in that order, and waits until it
+// is ready.
+func (s *Stack) startEnvoy(ctx context.Context, name string, i int, replicas []int) (*proc, error) {
+	p := s.opts.Ports
+	var xdsAddrs []string
+	for _, j := range replicas {
+		xdsAddrs = append(xdsAddrs, hostPort("127.0.0.1", p.XDS+j))
+	}
+	bootstrap := s.path(name + ".yaml")
+	out, err := exec.CommandContext(ctx, s.bin("sluice"), "bootstrap",
+		"--xds-address", strings.Join(xdsAddrs, ","),
+		"--node-id", name,
+		"--node-cluster", ExternalGWName,
+		"--admin-address", hostPort("127.0.0.1", p.EnvoyAdmin+i),
+	).Output()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			err = fmt.Errorf("%v: %s", err, ee.Stderr)
+		}
+		return nil, fmt.Errorf("sluice bootstrap for %s: %w", name, err)
+	}
+	if err := os.WriteFile(bootstrap, out, 0o644); err != nil {
+		return nil, err
+	}
+	// Distinct base ids keep the Envoys' shared memory regions apart.
+	s.mu.Lock()
+	pr, err := s.startProc(name, s.bin("envoy"), "-c", bootstrap, "--base-id", strconv.Itoa(7300+i),
+		"--log-level", "info")
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	// /ready answers 200 once Envoy has its first listeners and clusters.
+	admin := fmt.Sprintf("http://%s/ready", hostPort("127.0.0.1", p.EnvoyAdmin+i))
+	pr.optional = true
+	pr.ready = func(ctx context.Context, pr *proc) error {
+		return s.waitHTTP(ctx, pr, pr.name, admin, nil, "", 60*time.Second)
+	}
+	if err := pr.ready(ctx, pr); err != nil {
+		return nil, err
+	}
+	go s.watchProc(pr)
+	s.logf("%s ready (admin http://127.0.0.1:%d, xDS %s)", name, p.EnvoyAdmin+i, strings.Join(xdsAddrs, ","))
+	return pr, nil
+}
+
+// StartEnvoy runs one more Envoy, connected only to the given controller
+// replicas (to pin it to one, say), and returns its admin address and a
+// function that stops it. It shares the listener ports of the others.
+func (s *Stack) StartEnvoy(ctx context.Context, name string, replicas ...int) (admin string, stop func(), err error) {
+	s.mu.Lock()
+	i := s.envoys
+	s.envoys++
+	s.mu.Unlock()
+	pr, err := s.startEnvoy(ctx, name, i, replicas)
+	if err != nil {
+		return "", nil, err
+	}
+	return hostPort("127.0.0.1", s.opts.Ports.EnvoyAdmin+i), func() {
+		pr.stop(10 * time.Second)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for k, q := range s.procs {
+			if q == pr {
+				s.procs = append(s.procs[:k], s.procs[k+1:]...)
+				break
+			}
+		}
+	}, nil
 }
 
 func exists(path string) bool {

@@ -118,6 +118,7 @@ type Stack struct {
 
 	mu     sync.Mutex
 	procs  []*proc
+	envoys int                // Envoys started, StartEnvoy's too: the next one's admin port
 	cancel context.CancelFunc // stops node heartbeats and the pod runner
 	bg     sync.WaitGroup
 	bgErr  chan error // a background part (pod runner, a process) failed

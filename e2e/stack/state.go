@@ -73,7 +73,7 @@ func Attach(ctx context.Context, opts Options) (*Stack, error) {
 		return nil, err
 	}
 	opts.Ports, opts.Subnet, opts.Controllers, opts.Envoys = st.Ports, st.Subnet, st.Controllers, st.Envoys
-	s := &Stack{opts: opts, Kubeconfig: st.Kubeconfig, BridgeIP: st.BridgeIP, External: st.External,
+	s := &Stack{opts: opts, envoys: st.Envoys, Kubeconfig: st.Kubeconfig, BridgeIP: st.BridgeIP, External: st.External,
 		Internal: st.Internal, SluiceStarted: st.SluiceStarted, attached: true,
 		SluiceSkipReason: st.SluiceSkip, PodsSkipReason: st.PodsSkip}
 	if s.RESTConfig, err = clientcmd.BuildConfigFromFlags("", st.Kubeconfig); err != nil {
