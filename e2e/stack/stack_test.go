@@ -118,15 +118,7 @@ func checkEndpoints(ctx context.Context, t *testing.T, s *Stack) {
 	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: TestNS, Labels: map[string]string{"app": name}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{
-			Name: "app", Image: "runtime",
-			Env:   []corev1.EnvVar{{Name: "PORT", Value: "8080"}},
-			Ports: []corev1.ContainerPort{{ContainerPort: 8080}},
-			ReadinessProbe: &corev1.Probe{
-				ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromInt32(8080)}},
-				PeriodSeconds: 1,
-			},
-		}}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{runtimeContainer()}},
 	}
 	if s.PodsSkipReason != "" {
 		pod.Spec.NodeName = NodeName
@@ -206,6 +198,20 @@ func writeReadyStatus(ctx context.Context, t *testing.T, cs kubernetes.Interface
 	}
 	if _, err := cs.CoreV1().Pods(TestNS).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
 		t.Fatalf("writing pod status: %v", err)
+	}
+}
+
+// runtimeContainer runs Knative's runtime test image on port 8080, Ready
+// once it answers.
+func runtimeContainer() corev1.Container {
+	return corev1.Container{
+		Name: "app", Image: "runtime",
+		Env:   []corev1.EnvVar{{Name: "PORT", Value: "8080"}},
+		Ports: []corev1.ContainerPort{{ContainerPort: 8080}},
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromInt32(8080)}},
+			PeriodSeconds: 1,
+		},
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,7 +26,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
+	clienttesting "k8s.io/client-go/testing"
 )
 
 const gatewayDomain = "sluice-internal.knative-serving.svc.cluster.local"
@@ -166,8 +169,22 @@ func startKubelet(t *testing.T, cfg Config) *testEnv {
 		t.Fatal(err)
 	}
 
+	var watching chan struct{}
 	if cfg.RestConfig == nil {
 		cfg.Client = e.client
+		// The fake's watches start when they are made, not at the
+		// resourceVersion of the list before them as the API server's do:
+		// a pod created between the pod runner's list and its watch would
+		// never reach it. So tests create pods only once it watches.
+		watching = make(chan struct{})
+		var once sync.Once
+		e.client.PrependWatchReactor("pods", func(a clienttesting.Action) (bool, watch.Interface, error) {
+			w, err := e.client.Tracker().Watch(a.GetResource(), a.GetNamespace())
+			if err == nil {
+				once.Do(func() { close(watching) })
+			}
+			return true, w, err
+		})
 	}
 	cfg.NodeName, cfg.Bridge, cfg.PodCIDR, cfg.Gateway = "node-test", bridge, e.cidr, e.gw
 	cfg.LogDir, cfg.NetnsPrefix, cfg.Logger = e.logDir, e.prefix, zaptest.NewLogger(t)
@@ -191,6 +208,13 @@ func startKubelet(t *testing.T, cfg Config) *testEnv {
 		}
 	}
 	t.Cleanup(e.stop)
+	if watching != nil {
+		select {
+		case <-watching:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the pod runner did not watch pods within 30s")
+		}
+	}
 	return e
 }
 
