@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -19,7 +20,8 @@ import (
 // The pod runner against the real API server, under the churn Knative
 // Serving makes: many pods created and deleted at once, by a ReplicaSet
 // and by hand, names reused. Every pod must start (Ready, answering from
-// its own namespace) and stop (gone from the API, namespace removed).
+// its own namespace) and stop (gone from the API, namespace removed); a
+// crash loop's status is accepted and its deletion completes.
 func TestPodRunnerChurn(t *testing.T) {
 	needStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
@@ -69,6 +71,32 @@ func TestPodRunnerChurn(t *testing.T) {
 		}
 		checkAllGone(ctx, t, s, "churn=hand")
 		t.Logf("round %d: %d pods deleted at once all stopped in %v", round, n, time.Since(start).Round(time.Millisecond))
+	}
+
+	// A container that keeps crashing: the API takes its restart counts,
+	// and its deletion completes.
+	crash := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "crash", Namespace: TestNS},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "/bin/false"}}}}
+	if _, err := pods.Create(ctx, crash, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		p, err := pods.Get(ctx, "crash", metav1.GetOptions{})
+		return err == nil && len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].RestartCount >= 2 &&
+			p.Status.ContainerStatuses[0].LastTerminationState.Terminated != nil, nil
+	})
+	if err != nil {
+		t.Fatalf("crash: no restarts recorded: %v", err)
+	}
+	if err := pods.Delete(ctx, "crash", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := pods.Get(ctx, "crash", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	if err != nil {
+		t.Fatalf("crash: the deletion never completed: %v", err)
 	}
 
 	// By a ReplicaSet (a Deployment), as Serving scales a revision: up to

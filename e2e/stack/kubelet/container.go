@@ -33,6 +33,7 @@ type containerRunner struct {
 	spec   *corev1.Container
 	netns  string
 	podIP  string
+	vols   *podVolumes
 	notify func()
 	log    *zap.Logger
 
@@ -54,9 +55,9 @@ type containerState struct {
 	imageID   string
 }
 
-func newContainerRunner(k *kubelet, pod *corev1.Pod, c *corev1.Container, netns, podIP string, notify func()) *containerRunner {
+func newContainerRunner(k *kubelet, pod *corev1.Pod, c *corev1.Container, netns, podIP string, vols *podVolumes, notify func()) *containerRunner {
 	return &containerRunner{
-		k: k, pod: pod, spec: c, netns: netns, podIP: podIP, notify: notify,
+		k: k, pod: pod, spec: c, netns: netns, podIP: podIP, vols: vols, notify: notify,
 		log:  k.log.With(zap.String("pod", pod.Namespace+"/"+pod.Name), zap.String("container", c.Name)),
 		stop: make(chan time.Duration, 1),
 		done: make(chan struct{}),
@@ -213,7 +214,7 @@ func (r *containerRunner) waiting(reason string, err error) attempt {
 // runOnce starts the process and supervises it until it exits or a stop is
 // requested.
 func (r *containerRunner) runOnce(ctx context.Context) attempt {
-	env, vars, err := containerEnv(ctx, r.k.client, r.pod, r.spec, r.podIP, r.k.hostIP)
+	env, vars, err := containerEnv(ctx, r.k.client, r.pod, r.spec, r.podIP, r.k.hostIP, r.k.podServices(r.pod))
 	if err != nil {
 		return r.waiting("CreateContainerConfigError", err)
 	}
@@ -221,6 +222,11 @@ func (r *containerRunner) runOnce(ctx context.Context) attempt {
 	if err != nil {
 		return r.waiting("ErrImagePull", err)
 	}
+	mounts, err := r.vols.mounts(ctx, r.spec)
+	if err != nil {
+		return r.waiting("CreateContainerConfigError", err)
+	}
+	argv = mountArgv(argv, mounts)
 	logf, err := os.OpenFile(r.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return r.waiting("RunContainerError", err)
@@ -257,7 +263,7 @@ func (r *containerRunner) runOnce(ctx context.Context) attempt {
 			if err != nil {
 				return nil, err
 			}
-			return append([]string{exe}, c[1:]...), nil
+			return mountArgv(append([]string{exe}, c[1:]...), mounts), nil
 		}}
 	fast := r.k.cfg.UnreadyProbePeriod
 	startup := newProbeState(r.spec.StartupProbe, startedAt, fast)
@@ -274,6 +280,11 @@ func (r *containerRunner) runOnce(ctx context.Context) attempt {
 	})
 
 	kill := func(grace time.Duration) {
+		// The preStop hook runs first, within the grace period; SIGTERM
+		// follows (with at least 2s, as the kubelet gives).
+		deadline := time.Now().Add(grace)
+		r.preStop(ctx, pr, grace, exited)
+		grace = max(time.Until(deadline), 2*time.Second)
 		_ = syscall.Kill(-pid, syscall.SIGTERM)
 		t := time.NewTimer(grace)
 		defer t.Stop()
@@ -370,6 +381,44 @@ func (r *containerRunner) runOnce(ctx context.Context) attempt {
 				r.update(func(st *containerState) { st.ready = false })
 			}
 		}
+	}
+}
+
+// preStop runs the container's preStop hook, if any, bounded by grace and
+// by the process exiting.
+func (r *containerRunner) preStop(ctx context.Context, pr *prober, grace time.Duration, exited <-chan struct{}) {
+	h := r.spec.Lifecycle
+	if h == nil || h.PreStop == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		ps := h.PreStop
+		switch {
+		case ps.Sleep != nil:
+			select {
+			case <-time.After(time.Duration(ps.Sleep.Seconds) * time.Second):
+			case <-ctx.Done():
+			}
+			done <- nil
+		default:
+			// Exec, HTTPGet and TCPSocket hooks are what probes run; their
+			// time is the grace period's.
+			p := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: ps.Exec, HTTPGet: ps.HTTPGet, TCPSocket: ps.TCPSocket},
+				TimeoutSeconds: int32(max(grace/time.Second, 1))}
+			done <- pr.run(ctx, p)
+		}
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			r.log.Info("preStop hook failed", zap.Error(err))
+		}
+	case <-exited:
+	case <-ctx.Done():
+		r.log.Info("preStop hook did not finish within the grace period")
 	}
 }
 

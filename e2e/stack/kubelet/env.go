@@ -1,9 +1,12 @@
 package kubelet
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,9 +15,10 @@ import (
 )
 
 // containerEnv builds the environment of a container process: a minimal
-// base, then envFrom, then env, with $(VAR) references expanded the way the
-// kubelet does. The host's environment is not passed on.
-func containerEnv(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod, c *corev1.Container, podIP, hostIP string) ([]string, map[string]string, error) {
+// base, the services' variables, then envFrom, then env, with $(VAR)
+// references expanded the way the kubelet does. The host's environment is
+// not passed on.
+func containerEnv(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod, c *corev1.Container, podIP, hostIP string, services []*corev1.Service) ([]string, map[string]string, error) {
 	hostname := pod.Spec.Hostname
 	if hostname == "" {
 		hostname = pod.Name
@@ -34,6 +38,9 @@ func containerEnv(ctx context.Context, client kubernetes.Interface, pod *corev1.
 	set("PATH", path)
 	set("HOSTNAME", hostname)
 	set("HOME", "/root")
+	for _, e := range serviceEnv(services) {
+		set(e.Name, e.Value)
+	}
 
 	for _, from := range c.EnvFrom {
 		data, err := envFromSource(ctx, client, pod.Namespace, from)
@@ -135,6 +142,38 @@ func envValueFrom(ctx context.Context, client kubernetes.Interface, pod *corev1.
 		return string(v), ok, nil
 	}
 	return "", false, nil
+}
+
+// serviceEnv gives the Docker-link style variables of services (each with
+// a cluster IP) as the kubelet does: KUBERNETES_SERVICE_HOST and the like.
+func serviceEnv(services []*corev1.Service) []corev1.EnvVar {
+	var out []corev1.EnvVar
+	add := func(k, v string) { out = append(out, corev1.EnvVar{Name: k, Value: v}) }
+	for _, svc := range services {
+		ip := svc.Spec.ClusterIP
+		if ip == "" || ip == corev1.ClusterIPNone || len(svc.Spec.Ports) == 0 {
+			continue
+		}
+		name := strings.ToUpper(strings.ReplaceAll(svc.Name, "-", "_"))
+		add(name+"_SERVICE_HOST", ip)
+		add(name+"_SERVICE_PORT", strconv.Itoa(int(svc.Spec.Ports[0].Port)))
+		for _, p := range svc.Spec.Ports {
+			if p.Name != "" {
+				add(name+"_SERVICE_PORT_"+strings.ToUpper(strings.ReplaceAll(p.Name, "-", "_")), strconv.Itoa(int(p.Port)))
+			}
+		}
+		first := svc.Spec.Ports[0]
+		add(name+"_PORT", fmt.Sprintf("%s://%s", strings.ToLower(string(cmp.Or(first.Protocol, corev1.ProtocolTCP))), net.JoinHostPort(ip, strconv.Itoa(int(first.Port)))))
+		for _, p := range svc.Spec.Ports {
+			proto := cmp.Or(p.Protocol, corev1.ProtocolTCP)
+			prefix := fmt.Sprintf("%s_PORT_%d_%s", name, p.Port, strings.ToUpper(string(proto)))
+			add(prefix, fmt.Sprintf("%s://%s", strings.ToLower(string(proto)), net.JoinHostPort(ip, strconv.Itoa(int(p.Port)))))
+			add(prefix+"_PROTO", strings.ToLower(string(proto)))
+			add(prefix+"_PORT", strconv.Itoa(int(p.Port)))
+			add(prefix+"_ADDR", ip)
+		}
+	}
+	return out
 }
 
 func ignoreIf(cond bool, err error) error {

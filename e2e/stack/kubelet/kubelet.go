@@ -10,6 +10,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +21,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
@@ -61,6 +65,9 @@ type Config struct {
 
 	// LogDir receives one log file per container: <ns>_<pod>_<container>.log.
 	LogDir string
+	// VolumeDir holds the pods' volumes, one directory per pod UID;
+	// default LogDir/volumes.
+	VolumeDir string
 	// NetnsPrefix prefixes namespace names; default DefaultNetnsPrefix. Two
 	// kubelets on one machine need different prefixes: each removes
 	// namespaces with its prefix on start.
@@ -78,6 +85,8 @@ type kubelet struct {
 	cfg     Config
 	client  kubernetes.Interface
 	lister  listersv1.PodLister
+	svcs    listersv1.ServiceLister // nil until Run
+	mounts  mountpoints
 	log     *zap.Logger
 	ipam    *ipam
 	subnet  *net.IPNet
@@ -96,6 +105,9 @@ func newKubelet(cfg Config) (*kubelet, error) {
 	}
 	if cfg.NetnsPrefix == "" {
 		cfg.NetnsPrefix = DefaultNetnsPrefix
+	}
+	if cfg.VolumeDir == "" {
+		cfg.VolumeDir = filepath.Join(cfg.LogDir, "volumes")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -179,9 +191,16 @@ func Run(ctx context.Context, cfg Config) error {
 	}); err != nil {
 		return err
 	}
+	// Services, for the variables every container gets (all namespaces,
+	// unlike the pods, which are this node's only).
+	svcFactory := informers.NewSharedInformerFactory(k.client, 10*time.Minute)
+	svcInformer := svcFactory.Core().V1().Services()
+	k.svcs = svcInformer.Lister()
 	factory.Start(ctx.Done())
+	svcFactory.Start(ctx.Done())
 	defer factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), podInformer.Informer().HasSynced) {
+	defer svcFactory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), podInformer.Informer().HasSynced, svcInformer.Informer().HasSynced) {
 		k.shutdown()
 		return ctx.Err()
 	}
@@ -318,6 +337,24 @@ func (k *kubelet) startWorker(key string, pod *corev1.Pod) {
 		}
 		k.mu.Unlock()
 	}()
+}
+
+// podServices lists the services whose variables a pod's containers get:
+// the API server's ("kubernetes" in default), and with service links on
+// (the default) those of the pod's namespace, sorted by name.
+func (k *kubelet) podServices(pod *corev1.Pod) []*corev1.Service {
+	if k.svcs == nil {
+		return nil
+	}
+	var out []*corev1.Service
+	if pod.Spec.EnableServiceLinks == nil || *pod.Spec.EnableServiceLinks {
+		out, _ = k.svcs.Services(pod.Namespace).List(labels.Everything())
+		slices.SortFunc(out, func(a, b *corev1.Service) int { return strings.Compare(a.Name, b.Name) })
+	}
+	if api, err := k.svcs.Services(metav1.NamespaceDefault).Get("kubernetes"); err == nil && !slices.Contains(out, api) {
+		out = append(out, api)
+	}
+	return out
 }
 
 // podGrace is the termination grace period: the deletion's if set, else the

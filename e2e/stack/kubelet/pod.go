@@ -26,6 +26,7 @@ type podWorker struct {
 	pod     *corev1.Pod // as first seen; the spec we run
 	log     *zap.Logger
 	net     *podNetwork
+	vols    *podVolumes
 	started metav1.Time
 
 	runners []*containerRunner
@@ -52,6 +53,7 @@ func newPodWorker(k *kubelet, key string, pod *corev1.Pod) *podWorker {
 		k: k, key: key, uid: pod.UID, pod: pod.DeepCopy(),
 		log:     k.log.With(zap.String("pod", key), zap.String("netns", ns)),
 		net:     &podNetwork{netns: ns, veth: vethName(ns), subnet: k.subnet, gateway: k.gateway, bridge: k.cfg.Bridge},
+		vols:    newPodVolumes(k, pod),
 		started: metav1.Now().Rfc3339Copy(),
 		wake:    make(chan struct{}, 1),
 		stopCh:  make(chan stopRequest, 1),
@@ -83,6 +85,7 @@ func (w *podWorker) run(ctx context.Context) {
 	for _, r := range w.runners {
 		<-r.done
 	}
+	w.vols.remove()
 	if w.net.ip != nil {
 		w.net.teardown(cleanup)
 		w.k.ipam.release(w.net.ip)
@@ -147,7 +150,7 @@ func (w *podWorker) setupNetwork(ctx context.Context) error {
 func (w *podWorker) supervise(ctx context.Context) stopRequest {
 	w.log.Info("pod network ready", zap.Stringer("ip", w.net.ip))
 	for i := range w.pod.Spec.Containers {
-		w.runners = append(w.runners, newContainerRunner(w.k, w.pod, &w.pod.Spec.Containers[i], w.net.netns, w.net.ip.String(), w.poke))
+		w.runners = append(w.runners, newContainerRunner(w.k, w.pod, &w.pod.Spec.Containers[i], w.net.netns, w.net.ip.String(), w.vols, w.poke))
 	}
 	w.writeStatus(ctx)
 	for _, r := range w.runners {
