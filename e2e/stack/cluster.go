@@ -3,13 +3,13 @@ package stack
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -25,12 +25,9 @@ var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version:
 // IngressCRDPath finds config/ingress.yaml of the knative.dev/networking
 // version the sluice module pins.
 func IngressCRDPath(root string) (string, error) {
-	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "knative.dev/networking")
-	cmd.Dir = root
-	out, err := cmd.Output()
-	dir := strings.TrimSpace(string(out))
-	if err != nil || dir == "" {
-		return "", fmt.Errorf("cannot locate knative.dev/networking (run `go mod download` in %s): %v", root, err)
+	dir, err := ModuleDir(root, "knative.dev/networking")
+	if err != nil {
+		return "", err
 	}
 	return filepath.Join(dir, "config", "ingress.yaml"), nil
 }
@@ -138,4 +135,59 @@ func (s *Stack) installCRD(ctx context.Context) error {
 			Namespace("default").List(ctx, metav1.ListOptions{Limit: 1})
 		return err == nil, nil
 	})
+}
+
+// startClusterNet gives the pods what kube-proxy and CoreDNS give them in a
+// cluster: names (the DNS answers on the bridge IP), cluster IPs, and the
+// API server at its "kubernetes" Service, whose endpoint is the bridge IP
+// (the API server itself listens on loopback only). The gateway Services
+// get endpoints at the bridge, where Envoy listens for the pods.
+func (s *Stack) startClusterNet(ctx context.Context) error {
+	cn, err := startClusterNet(ctx, s.Client, hostPort(s.BridgeIP, 53))
+	if err != nil {
+		return err
+	}
+	p := s.opts.Ports
+	lis, err := net.Listen("tcp", hostPort(s.BridgeIP, p.APIServer))
+	if err != nil {
+		return fmt.Errorf("the API server's address for pods: %w", err)
+	}
+	go forward(lis, hostPort("127.0.0.1", p.APIServer))
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		<-cn.done
+		lis.Close()
+	}()
+	gw := map[string][2]int{
+		ExternalGWName: {p.ExternalHTTP, p.ExternalHTTPS},
+		InternalGWName: {p.InternalHTTP, p.InternalHTTPS},
+	}
+	for name, ports := range gw {
+		if err := s.gatewayEndpoints(ctx, name, ports[0], ports[1]); err != nil {
+			return err
+		}
+	}
+	s.logf("cluster DNS on %s:53, Service cluster IPs %s proxied, API server for pods at %s",
+		s.BridgeIP, s.opts.ServiceCIDR, hostPort(s.BridgeIP, p.APIServer))
+	return nil
+}
+
+// gatewayEndpoints points a gateway Service (it has no selector: Envoy runs
+// on the host) at the bridge IP.
+func (s *Stack) gatewayEndpoints(ctx context.Context, name string, httpPort, httpsPort int) error {
+	port := func(n string, p int) discoveryv1.EndpointPort {
+		return discoveryv1.EndpointPort{Name: &n, Port: new(int32(p)), Protocol: new(corev1.ProtocolTCP)}
+	}
+	sl := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: SystemNS, Labels: map[string]string{
+			discoveryv1.LabelServiceName: name, discoveryv1.LabelManagedBy: "sluice-e2e-stack"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{s.BridgeIP}, Conditions: discoveryv1.EndpointConditions{Ready: new(true)}}},
+		Ports:       []discoveryv1.EndpointPort{port("http", httpPort), port("https", httpsPort)},
+	}
+	if _, err := s.Client.DiscoveryV1().EndpointSlices(SystemNS).Create(ctx, sl, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("endpoints of %s: %w", name, err)
+	}
+	return nil
 }

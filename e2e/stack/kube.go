@@ -75,6 +75,9 @@ func (s *Stack) startKube(ctx context.Context) error {
 		"--client-ca-file="+pki("ca.crt"),
 		"--token-auth-file="+pki("tokens.csv"),
 		"--authorization-mode=RBAC",
+		// Admission webhooks are called at their endpoints, not the
+		// cluster IP.
+		"--enable-aggregator-routing=true",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file="+pki("sa.pub"),
 		"--service-account-signing-key-file="+pki("sa.key"),

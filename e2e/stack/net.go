@@ -107,7 +107,12 @@ func (s *Stack) setupBridge() error {
 	if _, err := run("ip", "link", "set", br, "up"); err != nil {
 		return err
 	}
-	s.logf("bridge %s up with %s/%d", br, s.BridgeIP, ones)
+	// The host owns every cluster IP (the Service proxy listens on them);
+	// the route goes with the bridge.
+	if _, err := run("ip", "route", "add", "local", s.opts.ServiceCIDR, "dev", br); err != nil {
+		return err
+	}
+	s.logf("bridge %s up with %s/%d, cluster IPs %s local", br, s.BridgeIP, ones, s.opts.ServiceCIDR)
 	return nil
 }
 

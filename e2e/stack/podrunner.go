@@ -3,6 +3,7 @@ package stack
 import (
 	"context"
 	"fmt"
+	"maps"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -25,6 +26,14 @@ func (s *Stack) startPodRunner(ctx context.Context) error {
 		if images, err = kubelet.BuildTestImages(ctx, s.bin("images")); err != nil {
 			return fmt.Errorf("test images: %w", err)
 		}
+	}
+	if s.opts.Serving {
+		serving, err := ServingImages(s.opts.BinDir)
+		if err != nil {
+			return err
+		}
+		images = maps.Clone(images)
+		maps.Copy(images, serving)
 	}
 	logCfg := zap.NewProductionConfig()
 	logCfg.OutputPaths = []string{s.path("logs", "kubelet.log")}
@@ -53,6 +62,8 @@ func (s *Stack) startPodRunner(ctx context.Context) error {
 		ExtraHosts:  hosts,
 		LogDir:      s.path("logs", "pods"),
 		NetnsPrefix: PodNetnsPrefix,
+		Nameserver:  s.BridgeIP,
+		VolumeDir:   s.path("volumes"),
 		Logger:      log,
 
 		UnreadyProbePeriod: s.opts.UnreadyProbePeriod,

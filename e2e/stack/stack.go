@@ -88,7 +88,10 @@ type Options struct {
 	Controllers int    // Sluice controller replicas, default 1
 	SkipSluice  bool   // do not start Sluice and Envoy even if bin/sluice exists
 	SkipPods    bool   // do not start the pod runner
-	SluiceArgs  []string
+	// Serving installs Knative Serving (hack/build-serving.sh builds it)
+	// once Sluice runs, with Sluice as its ingress.
+	Serving    bool
+	SluiceArgs []string
 	// Images maps pod image names to executables for the pod runner; nil
 	// builds the Knative conformance test images into BinDir/images.
 	Images map[string]string
@@ -242,6 +245,9 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	}
 	bgCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
+	if err := s.startClusterNet(bgCtx); err != nil {
+		return nil, err
+	}
 	if err := s.registerNode(ctx, bgCtx); err != nil {
 		return nil, err
 	}
@@ -250,6 +256,14 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	}
 	if err := s.startGateway(ctx); err != nil {
 		return nil, err
+	}
+	if s.opts.Serving {
+		if !s.SluiceStarted || s.PodsSkipReason != "" {
+			return nil, fmt.Errorf("Knative Serving needs Sluice and the pod runner (%s%s)", s.SluiceSkipReason, s.PodsSkipReason)
+		}
+		if err := s.installServing(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.writeState(); err != nil {
 		return nil, err

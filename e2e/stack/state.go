@@ -28,6 +28,7 @@ type state struct {
 	PodsSkip      string
 	Controllers   int
 	Envoys        int
+	Serving       bool
 	Ports         Ports
 }
 
@@ -36,7 +37,7 @@ func (s *Stack) writeState() error {
 		Pid: os.Getpid(), Kubeconfig: s.Kubeconfig, BridgeIP: s.BridgeIP, Subnet: s.opts.Subnet,
 		External: s.External, Internal: s.Internal, SluiceStarted: s.SluiceStarted,
 		SluiceSkip: s.SluiceSkipReason, PodsSkip: s.PodsSkipReason,
-		Controllers: s.opts.Controllers, Envoys: s.opts.Envoys, Ports: s.opts.Ports,
+		Controllers: s.opts.Controllers, Envoys: s.opts.Envoys, Serving: s.opts.Serving, Ports: s.opts.Ports,
 	}, "", "  ")
 	if err != nil {
 		return err
@@ -72,7 +73,7 @@ func Attach(ctx context.Context, opts Options) (*Stack, error) {
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, err
 	}
-	opts.Ports, opts.Subnet, opts.Controllers, opts.Envoys = st.Ports, st.Subnet, st.Controllers, st.Envoys
+	opts.Ports, opts.Subnet, opts.Controllers, opts.Envoys, opts.Serving = st.Ports, st.Subnet, st.Controllers, st.Envoys, st.Serving
 	s := &Stack{opts: opts, envoys: st.Envoys, Kubeconfig: st.Kubeconfig, BridgeIP: st.BridgeIP, External: st.External,
 		Internal: st.Internal, SluiceStarted: st.SluiceStarted, attached: true,
 		SluiceSkipReason: st.SluiceSkip, PodsSkipReason: st.PodsSkip}
