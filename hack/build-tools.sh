@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds the binaries the local stack runs into bin/: kube-apiserver and
-# kube-controller-manager (k8s.io/kubernetes), etcd (go.etcd.io/etcd/server/v3).
+# Builds the binaries the local stack runs into bin/: kube-apiserver,
+# kube-controller-manager and kubectl (k8s.io/kubernetes), etcd
+# (go.etcd.io/etcd/server/v3).
 # A binary that already reports the pinned version is kept.
-# Usage: hack/build-tools.sh [kube-apiserver|kube-controller-manager|etcd ...]
+# Usage: hack/build-tools.sh [kube-apiserver|kube-controller-manager|kubectl|etcd ...]
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -55,13 +56,16 @@ build() { # name, module dir, package, ldflags
 }
 
 want=("$@")
-[[ ${#want[@]} -eq 0 ]] && want=(etcd kube-apiserver kube-controller-manager)
+[[ ${#want[@]} -eq 0 ]] && want=(etcd kube-apiserver kube-controller-manager kubectl)
 
 for name in "${want[@]}"; do
   case "$name" in
     kube-apiserver|kube-controller-manager)
       if has_version "$name" "Kubernetes $k8s_version\$"; then echo "$name $k8s_version already built"; continue; fi
       build "$name" "$root/e2e/tools" "k8s.io/kubernetes/cmd/$name" "$(k8s_ldflags)" ;;
+    kubectl)
+      if [[ -x "$bin/kubectl" ]] && "$bin/kubectl" version --client 2>/dev/null | grep -q "Client Version: $k8s_version\$"; then echo "kubectl $k8s_version already built"; continue; fi
+      build kubectl "$root/e2e/tools" k8s.io/kubernetes/cmd/kubectl "$(k8s_ldflags)" ;;
     etcd)
       if has_version etcd "etcd Version: $etcd_version"; then echo "etcd $etcd_version already built"; continue; fi
       build etcd "$root/e2e/tools/etcd" go.etcd.io/etcd/server/v3 "-s -w" ;;
