@@ -8,8 +8,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,7 +15,6 @@ import (
 	clientset "knative.dev/networking/pkg/client/clientset/versioned"
 
 	"sluice.dev/sluice/e2e/stack"
-	"sluice.dev/sluice/e2e/stack/kubelet"
 	"sluice.dev/sluice/e2e/workload"
 )
 
@@ -49,7 +46,7 @@ func run(m *testing.M) int {
 		fmt.Println("e2e:", err)
 		return 1
 	}
-	images, err := buildImages(ctx, root)
+	images, err := workload.Images(ctx, root)
 	if err != nil {
 		fmt.Println("e2e: building backend images:", err)
 		return 1
@@ -78,22 +75,4 @@ func run(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
-}
-
-// buildImages builds the backends the pod runner may start: ours and the
-// Knative test images.
-func buildImages(ctx context.Context, root string) (map[string]string, error) {
-	dir := filepath.Join(root, "bin", "images")
-	images, err := kubelet.BuildTestImages(ctx, dir)
-	if err != nil {
-		return nil, err
-	}
-	out := filepath.Join(dir, "sluice-backend")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./e2e/cmd/backend")
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("%v: %s", err, b)
-	}
-	images["sluice-backend"] = out
-	return images, nil
 }

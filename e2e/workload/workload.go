@@ -5,6 +5,8 @@ package workload
 import (
 	"context"
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +18,8 @@ import (
 	"knative.dev/networking/pkg/apis/networking"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
 	clientset "knative.dev/networking/pkg/client/clientset/versioned"
+
+	"sluice.dev/sluice/e2e/stack/kubelet"
 )
 
 // Class is Sluice's ingress class.
@@ -26,6 +30,30 @@ const NodeName = "sluice-node"
 
 // BackendImage is the e2e backend (e2e/cmd/backend).
 const BackendImage = "sluice-backend"
+
+// KnativeBackendImage is the same backend under a name Knative Serving runs
+// without resolving it to a digest.
+const KnativeBackendImage = "ko.local/sluice/backend"
+
+// Images builds what the pod runner may start, into root/bin/images: the
+// Knative networking test images and the e2e backend (under both its
+// names), and returns image name -> binary.
+func Images(ctx context.Context, root string) (map[string]string, error) {
+	dir := filepath.Join(root, "bin", "images")
+	images, err := kubelet.BuildTestImages(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	out := filepath.Join(dir, BackendImage)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./e2e/cmd/backend")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building the backend: %v: %s", err, b)
+	}
+	images[BackendImage] = out
+	images[KnativeBackendImage] = out
+	return images, nil
+}
 
 // Service creates a Service selecting app=name.
 func Service(ctx context.Context, kube kubernetes.Interface, ns, name string, ports ...corev1.ServicePort) error {

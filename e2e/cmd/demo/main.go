@@ -1,38 +1,31 @@
-// Command demo brings up the local stack with Sluice and Envoy, deploys
-// the release strategies Knative users run (a 90/10 canary, blue/green with
-// a 0 % tagged revision, A/B tags by host and header), prints the curl
-// commands to try, and tallies where the canary's traffic goes until
-// interrupted.
+// Command demo brings up the local stack with real Knative Serving, Sluice
+// and Envoy, and walks through a Knative user's day with kubectl: a hello
+// Service, a canary (50/50, then 90/10), a 0 % tagged revision reached by
+// its tag host and by header, a blue/green switch under load, and scale to
+// zero and back through the activator. It prints each command, then the
+// commands to try by hand, and tallies the canary until interrupted.
 package main
 
 import (
 	"context"
 	"fmt"
-	"io"
+	"maps"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
-	"knative.dev/networking/pkg/apis/networking/v1alpha1"
-	clientset "knative.dev/networking/pkg/client/clientset/versioned"
 
+	"sluice.dev/sluice/e2e/knative"
 	"sluice.dev/sluice/e2e/stack"
-	"sluice.dev/sluice/e2e/stack/kubelet"
 	"sluice.dev/sluice/e2e/workload"
 )
 
-const (
-	ns     = "demo"
-	domain = "demo.example.com"
-)
+const ns = "demo"
 
 func main() {
 	if err := run(); err != nil {
@@ -42,7 +35,7 @@ func main() {
 }
 
 func step(format string, args ...any) {
-	fmt.Printf("==> "+format+"\n", args...)
+	fmt.Printf("\n==> "+format+"\n", args...)
 }
 
 func run() error {
@@ -55,21 +48,13 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	step("building the backend images (first run: a minute or two)")
-	images, err := kubelet.BuildTestImages(ctx, filepath.Join(root, "bin", "images"))
+	step("building the backend image (first run: a minute or two)")
+	images, err := workload.Images(ctx, root)
 	if err != nil {
 		return err
 	}
-	backendBin := filepath.Join(root, "bin", "images", workload.BackendImage)
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", backendBin, "./e2e/cmd/backend")
-	cmd.Dir, cmd.Stdout, cmd.Stderr = root, os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("building the backend: %w", err)
-	}
-	images[workload.BackendImage] = backendBin
-
-	step("starting etcd, kube-apiserver, kube-controller-manager, the pod runner, Sluice and Envoy")
-	st, err := stack.Start(ctx, stack.Options{Images: images, Log: os.Stdout})
+	step("starting etcd, kube-apiserver, kube-controller-manager, the pod runner, Sluice, Envoy and Knative Serving")
+	st, err := stack.Start(ctx, stack.Options{Images: images, Serving: true, UnreadyProbePeriod: time.Second, Log: os.Stdout})
 	if err != nil {
 		return err
 	}
@@ -77,87 +62,135 @@ func run() error {
 		step("stopping the stack")
 		_ = st.Stop()
 	}()
-	if !st.SluiceStarted {
-		return fmt.Errorf("sluice did not start: %s", st.SluiceSkipReason)
-	}
-	kn, err := clientset.NewForConfig(st.RESTConfig)
+	kc, err := knative.New(st)
 	if err != nil {
 		return err
 	}
+	kc.Log = os.Stdout
 	if err := workload.EnsureNamespace(ctx, st.Client, ns); err != nil {
 		return err
 	}
-
-	step("deploying revisions as pods with their own network namespaces")
-	revisions := []string{"hello-00001", "hello-00002", "shop-blue", "shop-green", "search-a", "search-b"}
-	for _, r := range revisions {
-		if err := workload.Backend(ctx, st.Client, ns, r, 1); err != nil {
-			return err
+	hc := kc.Client(time.Minute)
+	gw := st.External.HTTP
+	curl := func(host string, header map[string]string) error {
+		var hs string
+		for k, v := range header {
+			hs += fmt.Sprintf(" -H '%s: %s'", k, v)
 		}
-	}
-	for _, r := range revisions {
-		if err := workload.WaitEndpoints(ctx, st.Client, ns, r, 1, 2*time.Minute); err != nil {
-			return err
-		}
-	}
-
-	step("creating the KIngresses Knative Serving would generate")
-	for name, spec := range map[string]v1alpha1.IngressSpec{
-		"hello":  service("hello", nil, []traffic{{"hello-00001", 90}, {"hello-00002", 10}}),
-		"shop":   service("shop", []string{"green"}, []traffic{{"shop-blue", 100}, {"shop-green", 0}}),
-		"search": service("search", []string{"a", "b"}, []traffic{{"search-a", 50}, {"search-b", 50}}),
-	} {
-		ing, err := kn.NetworkingV1alpha1().Ingresses(ns).Create(ctx, workload.Ingress(ns, name, spec), metav1.CreateOptions{})
+		fmt.Printf("  $ curl -H 'Host: %s'%s http://%s/\n", host, hs, gw)
+		start := time.Now()
+		code, r, err := knative.Get(ctx, hc, host, "/", header)
 		if err != nil {
 			return err
 		}
-		start := time.Now()
-		if _, err := workload.WaitReady(ctx, kn, ns, name, ing.Generation, time.Minute); err != nil {
-			return err
+		fmt.Printf("    %d from revision %q in %v\n", code, r.Name, time.Since(start).Round(time.Millisecond))
+		if code != http.StatusOK {
+			return fmt.Errorf("%s answered %d", host, code)
 		}
-		fmt.Printf("    %-7s Ready in %v\n", name, time.Since(start).Round(time.Millisecond))
+		return nil
+	}
+	show := func(host string, header map[string]string, n int) {
+		fmt.Printf("    %d requests to %s: %s\n", n, host, bars(knative.Tally(ctx, hc, host, header, n)))
 	}
 
-	gw := st.External.HTTP
+	step("a Knative Service")
+	if err := kc.Apply(ctx, knative.ServiceYAML(ns, "hello", "v1", nil)); err != nil {
+		return err
+	}
+	hello := knative.Host(ns, "hello", "")
+	if err := curl(hello, nil); err != nil {
+		return err
+	}
+
+	step("a canary: revision v2, traffic 50/50, then 90/10")
+	if err := kc.Apply(ctx, knative.ServiceYAML(ns, "hello", "v2", nil)); err != nil {
+		return err
+	}
+	if err := kc.SetTraffic(ctx, ns, "hello", knative.Target{Revision: "hello-v1", Percent: 50}, knative.Target{Revision: "hello-v2", Percent: 50}); err != nil {
+		return err
+	}
+	show(hello, nil, 200)
+	if err := kc.SetTraffic(ctx, ns, "hello", knative.Target{Revision: "hello-v1", Percent: 90}, knative.Target{Revision: "hello-v2", Percent: 10}); err != nil {
+		return err
+	}
+	show(hello, nil, 200)
+
+	step("tags: a 0 %% revision reached by its tag host, and by header with tag-header-based-routing")
+	if _, err := kc.Run(ctx, "", "patch", "configmap", "config-features", "-n", stack.SystemNS, "--type=merge",
+		"-p", `{"data":{"tag-header-based-routing":"enabled"}}`); err != nil {
+		return err
+	}
+	if err := kc.SetTraffic(ctx, ns, "hello",
+		knative.Target{Revision: "hello-v1", Percent: 90}, knative.Target{Revision: "hello-v2", Percent: 10},
+		knative.Target{Revision: "hello-v2", Percent: 0, Tag: "candidate"}); err != nil {
+		return err
+	}
+	if err := curl(knative.Host(ns, "hello", "candidate"), nil); err != nil {
+		return err
+	}
+	if err := curl(hello, map[string]string{"Knative-Serving-Tag": "candidate"}); err != nil {
+		return err
+	}
+
+	step("blue/green: 100 %% from blue to green while 4 clients keep calling")
+	if err := kc.Apply(ctx, knative.ServiceYAML(ns, "shop", "blue", nil)); err != nil {
+		return err
+	}
+	if err := kc.Apply(ctx, knative.ServiceYAML(ns, "shop", "green", nil)); err != nil {
+		return err
+	}
+	if err := kc.SetTraffic(ctx, ns, "shop", knative.Target{Revision: "shop-blue", Percent: 100, Tag: "blue"}, knative.Target{Revision: "shop-green", Percent: 0, Tag: "green"}); err != nil {
+		return err
+	}
+	shop := knative.Host(ns, "shop", "")
+	p := kc.StartProber(shop, 4)
+	time.Sleep(time.Second)
+	err = kc.SetTraffic(ctx, ns, "shop", knative.Target{Revision: "shop-blue", Percent: 0, Tag: "blue"}, knative.Target{Revision: "shop-green", Percent: 100, Tag: "green"})
+	time.Sleep(time.Second)
+	seen := p.Stop()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("    during the switch: %s; failed: %d\n", bars(seen), knative.Failed(seen, "blue", "green"))
+
+	step("scale to zero and back through the activator")
+	if err := kc.Apply(ctx, knative.ServiceYAML(ns, "sleepy", "v1", map[string]string{"autoscaling.knative.dev/window": "6s"})); err != nil {
+		return err
+	}
+	fmt.Println("    waiting for the revision to have no pod (a stable window of 6s, then Serving's 30s grace period)")
+	fmt.Printf("  $ kubectl get pods -n %s -l serving.knative.dev/revision=sleepy-v1 -w\n", ns)
+	if err := kc.WaitScaledToZero(ctx, ns, "sleepy-v1", 3*time.Minute); err != nil {
+		return err
+	}
+	fmt.Println("    no pod left; calling it:")
+	if err := curl(knative.Host(ns, "sleepy", ""), nil); err != nil {
+		return err
+	}
+	pods, err := st.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "serving.knative.dev/revision=sleepy-v1"})
+	if err == nil {
+		fmt.Printf("    pods of sleepy-v1 now: %d\n", len(pods.Items))
+	}
+
 	fmt.Printf(`
-Sluice is serving. Try:
-  curl -H 'Host: hello.%[2]s' http://%[1]s/                     # canary: 90 %% hello-00001, 10 %% hello-00002
-  curl -H 'Host: shop.%[2]s' http://%[1]s/                      # blue/green: all blue
-  curl -H 'Host: green-shop.%[2]s' http://%[1]s/                # the 0 %% green revision by its tag host
-  curl -H 'Host: shop.%[2]s' -H 'Knative-Serving-Tag: green' http://%[1]s/   # ... or by header
-  curl -H 'Host: a-search.%[2]s' http://%[1]s/                  # A/B: tag a
-  curl -H 'Host: search.%[2]s' -H 'Knative-Serving-Tag: b' http://%[1]s/     # A/B: tag b by header
-  export KUBECONFIG=%[3]s; kubectl get kingress -A
+Knative Serving runs with Sluice. Try:
+  export KUBECONFIG=%[3]s PATH=%[4]s:$PATH
+  kubectl get ksvc,kingress -n %[2]s
+  curl -H 'Host: %[5]s' http://%[1]s/                                   # 90 %% v1, 10 %% v2
+  curl -H 'Host: %[6]s' http://%[1]s/                         # the 0 %% candidate by its tag host
+  curl -H 'Host: %[5]s' -H 'Knative-Serving-Tag: candidate' http://%[1]s/   # ... or by header
+  kubectl patch ksvc hello -n %[2]s --type=merge -p '{"spec":{"traffic":[{"revisionName":"hello-v2","percent":100}]}}'
   grpcurl -plaintext 127.0.0.1:18000 list                                  # the xDS server
 
-Where 200 requests to hello.%[2]s went (Ctrl-C to stop):
-`, gw, domain, st.Kubeconfig)
-
-	c := &http.Client{Timeout: 5 * time.Second}
+Where 200 requests to %[5]s went (Ctrl-C to stop):
+`, gw, ns, st.Kubeconfig, st.Options().BinDir, hello, knative.Host(ns, "hello", "candidate"))
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	for {
-		counts := map[string]int{}
-		for i := 0; i < 200; i++ {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+gw+"/", nil)
-			req.Host = "hello." + domain
-			resp, err := c.Do(req)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				counts["error"]++
-				continue
-			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				counts[fmt.Sprintf("status %d", resp.StatusCode)]++
-				continue
-			}
-			counts[resp.Header.Get("X-Backend")]++
+		counts := knative.Tally(ctx, hc, hello, nil, 200)
+		if ctx.Err() != nil {
+			return nil
 		}
-		fmt.Printf("  %s  %s\n", time.Now().Format("15:04:05"), tally(counts))
+		fmt.Printf("  %s  %s\n", time.Now().Format("15:04:05"), bars(counts))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -166,64 +199,11 @@ Where 200 requests to hello.%[2]s went (Ctrl-C to stop):
 	}
 }
 
-type traffic struct {
-	revision string
-	percent  int
-}
-
-// service builds the KIngress spec Knative Serving generates for a Service
-// with the given traffic and tags. One tag names the last revision (the
-// 0 % green of blue/green); with several, tag i names revision i (A/B).
-func service(name string, tags []string, tr []traffic) v1alpha1.IngressSpec {
-	splits := func(ts []traffic) []v1alpha1.IngressBackendSplit {
-		var out []v1alpha1.IngressBackendSplit
-		for _, t := range ts {
-			out = append(out, v1alpha1.IngressBackendSplit{
-				IngressBackend: v1alpha1.IngressBackend{ServiceNamespace: ns, ServiceName: t.revision, ServicePort: intstr.FromInt(80)},
-				Percent:        t.percent,
-				AppendHeaders:  map[string]string{"Knative-Serving-Revision": t.revision, "Knative-Serving-Namespace": ns},
-			})
-		}
-		return out
-	}
-	tagTarget := func(i int) traffic {
-		if len(tags) == 1 {
-			return traffic{tr[len(tr)-1].revision, 100}
-		}
-		return traffic{tr[i].revision, 100}
-	}
-	host := name + "." + domain
-	var paths []v1alpha1.HTTPIngressPath
-	var rules []v1alpha1.IngressRule
-	for i, tag := range tags {
-		paths = append(paths, v1alpha1.HTTPIngressPath{
-			Headers: map[string]v1alpha1.HeaderMatch{"Knative-Serving-Tag": {Exact: tag}},
-			Splits:  splits([]traffic{tagTarget(i)}),
-		})
-		rules = append(rules, v1alpha1.IngressRule{
-			Hosts:      []string{tag + "-" + host},
-			Visibility: v1alpha1.IngressVisibilityExternalIP,
-			HTTP:       &v1alpha1.HTTPIngressRuleValue{Paths: []v1alpha1.HTTPIngressPath{{Splits: splits([]traffic{tagTarget(i)})}}},
-		})
-	}
-	paths = append(paths, v1alpha1.HTTPIngressPath{Splits: splits(tr)})
-	rules = append([]v1alpha1.IngressRule{
-		{Hosts: []string{host}, Visibility: v1alpha1.IngressVisibilityExternalIP, HTTP: &v1alpha1.HTTPIngressRuleValue{Paths: paths}},
-		{Hosts: []string{name + "." + ns, name + "." + ns + ".svc", name + "." + ns + ".svc.cluster.local"},
-			Visibility: v1alpha1.IngressVisibilityClusterLocal, HTTP: &v1alpha1.HTTPIngressRuleValue{Paths: []v1alpha1.HTTPIngressPath{{Splits: splits(tr)}}}},
-	}, rules...)
-	return v1alpha1.IngressSpec{Rules: rules, HTTPOption: v1alpha1.HTTPOptionEnabled}
-}
-
-func tally(counts map[string]int) string {
-	keys := make([]string, 0, len(counts))
-	for k := range counts {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+// bars renders a tally: each revision with its count and a bar.
+func bars(counts map[string]int) string {
 	var b strings.Builder
-	for _, k := range keys {
-		fmt.Fprintf(&b, "%s: %3d  %s  ", k, counts[k], strings.Repeat("#", counts[k]/5))
+	for _, k := range slices.Sorted(maps.Keys(counts)) {
+		fmt.Fprintf(&b, "%s: %3d %s  ", k, counts[k], strings.Repeat("#", counts[k]/5))
 	}
 	return b.String()
 }
