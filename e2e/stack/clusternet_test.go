@@ -16,6 +16,7 @@ import (
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -43,6 +44,10 @@ type podReport struct {
 	ViaService   string            // body of a GET through a Service name
 	Files        map[string]string // path -> content, or the error
 	Env          map[string]string
+	Hostname     string
+	Console      bool   // /dev/console exists (it must not)
+	MemoryLimit  string // of the container's cgroup, as it sees it
+	CgroupWrite  string // the error writing to its cgroup (read-only)
 }
 
 // inPod runs inside a pod: the API through the in-cluster config (token,
@@ -97,6 +102,15 @@ func inPod() int {
 	for _, k := range []string{"KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "ECHO_SERVICE_HOST"} {
 		r.Env[k] = os.Getenv(k)
 	}
+	r.Hostname, _ = os.Hostname()
+	_, err := os.Stat("/dev/console")
+	r.Console = err == nil
+	r.MemoryLimit = readCgroup("memory/memory.limit_in_bytes", "memory.max")
+	for _, f := range []string{"/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory.max"} {
+		if err := os.WriteFile(f, []byte("1"), 0); err != nil && !os.IsNotExist(err) {
+			r.CgroupWrite = err.Error()
+		}
+	}
 	if err := os.WriteFile("/scratch/written", []byte("ok"), 0o644); err != nil {
 		r.Files["/scratch/written"] = "write error: " + err.Error()
 	}
@@ -107,12 +121,23 @@ func inPod() int {
 	return 0
 }
 
+// readCgroup reads a cgroup file, v1 or v2.
+func readCgroup(v1, v2 string) string {
+	for _, f := range []string{"/sys/fs/cgroup/" + v1, "/sys/fs/cgroup/" + v2} {
+		if b, err := os.ReadFile(f); err == nil {
+			return strings.TrimSpace(string(b))
+		}
+	}
+	return ""
+}
+
 // TestClusterServicesForPods runs the test binary as a pod with its own
 // ServiceAccount and checks what a pod in a cluster gets: an API identity
 // of its own with its RBAC enforced, cluster DNS (Services, headless,
 // ExternalName), cluster IPs that reach the endpoints, the service
 // variables, volumes (configMap, secret, downwardAPI, emptyDir, projected
-// token) and a preStop hook run before it stops.
+// token), its sandbox (host name, /dev, its memory limit in a read-only
+// cgroup) and a preStop hook run before it stops.
 func TestClusterServicesForPods(t *testing.T) {
 	needStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -189,6 +214,7 @@ func TestClusterServicesForPods(t *testing.T) {
 					{Name: "scratch", MountPath: "/scratch"},
 					{Name: "marker", MountPath: "/marker"},
 				},
+				Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")}},
 				Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
 					Command: []string{"/bin/sh", "-c", "cat /scratch/written > /marker/prestop"}}}},
 			}},
@@ -254,6 +280,12 @@ func TestClusterServicesForPods(t *testing.T) {
 		if rep.Files[f] != want {
 			t.Errorf("%s: %q, want %q", f, rep.Files[f], want)
 		}
+	}
+	if rep.Hostname != "checker" || rep.Console {
+		t.Errorf("host name %q (want checker), /dev/console present: %v", rep.Hostname, rep.Console)
+	}
+	if rep.MemoryLimit != "268435456" || !strings.Contains(rep.CgroupWrite, "read-only") {
+		t.Errorf("memory limit as the container sees it: %q (want 268435456); writing to its cgroup: %q (want read-only)", rep.MemoryLimit, rep.CgroupWrite)
 	}
 	if e := rep.Files["/scratch/written"]; e != "" {
 		t.Errorf("emptyDir: %s", e)

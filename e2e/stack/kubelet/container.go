@@ -214,7 +214,12 @@ func (r *containerRunner) waiting(reason string, err error) attempt {
 // runOnce starts the process and supervises it until it exits or a stop is
 // requested.
 func (r *containerRunner) runOnce(ctx context.Context) attempt {
-	env, vars, err := containerEnv(ctx, r.k.client, r.pod, r.spec, r.podIP, r.k.hostIP, r.k.podServices(r.pod))
+	uid, gid, groups := containerUser(r.pod, r.spec, filepath.IsAbs(r.spec.Image))
+	home := "/root"
+	if uid > 0 {
+		home = "/"
+	}
+	env, vars, err := containerEnv(ctx, r.k.client, r.pod, r.spec, r.podIP, r.k.hostIP, home, r.k.podServices(r.pod))
 	if err != nil {
 		return r.waiting("CreateContainerConfigError", err)
 	}
@@ -226,15 +231,28 @@ func (r *containerRunner) runOnce(ctx context.Context) attempt {
 	if err != nil {
 		return r.waiting("CreateContainerConfigError", err)
 	}
-	argv = mountArgv(argv, mounts)
+	sb := sandbox{mounts: mounts, bin: bin, uid: uid, gid: gid, groups: groups, hostname: podHostname(r.pod)}
+	if sb.entrypoint(argv) {
+		if err := r.vols.mountpoint(koEntrypoint, true); err != nil {
+			return r.waiting("RunContainerError", err)
+		}
+	}
+	var cg *containerCgroup
+	if r.k.cgroups != nil {
+		if cg, err = r.k.cgroups.create(r.netns+"-"+r.spec.Name, r.spec.Resources); err != nil {
+			return r.waiting("RunContainerError", fmt.Errorf("cgroup: %w", err))
+		}
+		defer cg.remove()
+		sb.cgroups = cg.views()
+	}
 	logf, err := os.OpenFile(r.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return r.waiting("RunContainerError", err)
 	}
 	defer logf.Close()
-	fmt.Fprintf(logf, "=== %s sluice kubelet: starting %q in netns %s\n", time.Now().UTC().Format(time.RFC3339), argv, r.netns)
+	fmt.Fprintf(logf, "=== %s sluice kubelet: starting %q in netns %s as uid %d\n", time.Now().UTC().Format(time.RFC3339), argv, r.netns, uid)
 
-	cmd := exec.Command("ip", append([]string{"netns", "exec", r.netns}, argv...)...)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", r.netns}, sb.argv(argv)...)...)
 	cmd.Env = env
 	cmd.Dir = "/"
 	if wd := r.spec.WorkingDir; wd != "" {
@@ -250,6 +268,13 @@ func (r *containerRunner) runOnce(ctx context.Context) attempt {
 	}
 	startedAt := time.Now()
 	pid := cmd.Process.Pid
+	if cg != nil {
+		// `ip netns exec`, the script and the process are one pid: it
+		// enters its cgroups before the script is done.
+		if err := cg.enter(pid); err != nil {
+			r.log.Warn("entering the container's cgroups", zap.Error(err))
+		}
+	}
 	r.log.Info("container started", zap.Int("pid", pid), zap.Strings("argv", argv))
 	exited := make(chan struct{})
 	go func() {
@@ -263,7 +288,7 @@ func (r *containerRunner) runOnce(ctx context.Context) attempt {
 			if err != nil {
 				return nil, err
 			}
-			return mountArgv(append([]string{exe}, c[1:]...), mounts), nil
+			return sb.argv(append([]string{exe}, c[1:]...)), nil
 		}}
 	fast := r.k.cfg.UnreadyProbePeriod
 	startup := newProbeState(r.spec.StartupProbe, startedAt, fast)

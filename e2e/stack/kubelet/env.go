@@ -18,7 +18,7 @@ import (
 // base, the services' variables, then envFrom, then env, with $(VAR)
 // references expanded the way the kubelet does. The host's environment is
 // not passed on.
-func containerEnv(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod, c *corev1.Container, podIP, hostIP string, services []*corev1.Service) ([]string, map[string]string, error) {
+func containerEnv(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod, c *corev1.Container, podIP, hostIP, home string, services []*corev1.Service) ([]string, map[string]string, error) {
 	hostname := pod.Spec.Hostname
 	if hostname == "" {
 		hostname = pod.Name
@@ -37,7 +37,7 @@ func containerEnv(ctx context.Context, client kubernetes.Interface, pod *corev1.
 	}
 	set("PATH", path)
 	set("HOSTNAME", hostname)
-	set("HOME", "/root")
+	set("HOME", home)
 	for _, e := range serviceEnv(services) {
 		set(e.Name, e.Value)
 	}

@@ -59,7 +59,7 @@ func TestContainerEnv(t *testing.T) {
 			{Name: "URL", Value: "http://$(POD_IP):$(PORT)"},
 		},
 	}
-	env, vars, err := containerEnv(context.Background(), client, pod, c, "10.1.2.3", "10.1.2.1", nil)
+	env, vars, err := containerEnv(context.Background(), client, pod, c, "10.1.2.3", "10.1.2.1", "/root", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestContainerEnv(t *testing.T) {
 	}
 
 	c.Env = append(c.Env, corev1.EnvVar{Name: "BAD", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "nope"}, Key: "k"}}})
-	if _, _, err := containerEnv(context.Background(), client, pod, c, "10.1.2.3", "10.1.2.1", nil); err == nil {
+	if _, _, err := containerEnv(context.Background(), client, pod, c, "10.1.2.3", "10.1.2.1", "/root", nil); err == nil {
 		t.Error("missing non-optional configmap accepted")
 	}
 }

@@ -77,8 +77,17 @@ type Config struct {
 	// waiting a full periodSeconds as the kubelet does. It speeds up e2e
 	// runs whose pods use the default 10s period.
 	UnreadyProbePeriod time.Duration
+	// API, if Address is set, serves container logs to the API server
+	// (kubectl logs) over TLS.
+	API APIConfig
 	// Logger defaults to a no-op logger.
 	Logger *zap.Logger
+}
+
+// APIConfig is where the kubelet API listens, its certificate, and the CA
+// its clients' certificates must come from.
+type APIConfig struct {
+	Address, CertFile, KeyFile, ClientCAFile string
 }
 
 type kubelet struct {
@@ -87,6 +96,7 @@ type kubelet struct {
 	lister  listersv1.PodLister
 	svcs    listersv1.ServiceLister // nil until Run
 	mounts  mountpoints
+	cgroups *cgroups // nil without a writable cgroup hierarchy
 	log     *zap.Logger
 	ipam    *ipam
 	subnet  *net.IPNet
@@ -166,6 +176,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("kubelet: cleaning leftovers: %w", err)
 	}
 	k.ctx = ctx
+	if k.cgroups, err = newCgroups(k.cfg.NetnsPrefix); err != nil {
+		k.log.Warn("containers run without resource limits", zap.Error(err))
+	} else {
+		defer k.cgroups.removeAll()
+	}
 
 	factory := informers.NewSharedInformerFactoryWithOptions(k.client, 10*time.Minute,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -203,6 +218,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if !cache.WaitForCacheSync(ctx.Done(), podInformer.Informer().HasSynced, svcInformer.Informer().HasSynced) {
 		k.shutdown()
 		return ctx.Err()
+	}
+	if k.cfg.API.Address != "" {
+		if err := k.serveAPI(ctx); err != nil {
+			k.shutdown()
+			return err
+		}
 	}
 	k.log.Info("kubelet running", zap.String("node", cfg.NodeName), zap.String("bridge", cfg.Bridge),
 		zap.String("podCIDR", cfg.PodCIDR))

@@ -149,6 +149,19 @@ func writeNetnsFiles(netns, hosts, resolv string) error {
 	return os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(resolv), 0o644)
 }
 
+// podHostname is the pod's host name: spec.hostname, else its name, at
+// most 63 characters as a kubelet cuts it.
+func podHostname(pod *corev1.Pod) string {
+	h := pod.Spec.Hostname
+	if h == "" {
+		h = pod.Name
+	}
+	if len(h) > 63 {
+		h = strings.TrimRight(h[:63], "-.")
+	}
+	return h
+}
+
 // hostsFile renders the pod's /etc/hosts the way a kubelet does, plus the
 // extra entries every pod gets (e.g. the private gateway's domain).
 func hostsFile(pod *corev1.Pod, ip net.IP, extra map[string]string) string {
@@ -156,10 +169,7 @@ func hostsFile(pod *corev1.Pod, ip net.IP, extra map[string]string) string {
 	b.WriteString("# Managed by the sluice e2e kubelet.\n")
 	b.WriteString("127.0.0.1\tlocalhost\n")
 	b.WriteString("::1\tlocalhost ip6-localhost ip6-loopback\n")
-	hostname := pod.Spec.Hostname
-	if hostname == "" {
-		hostname = pod.Name
-	}
+	hostname := podHostname(pod)
 	names := hostname
 	if pod.Spec.Subdomain != "" {
 		names = fmt.Sprintf("%s.%s.%s.svc.cluster.local\t%s", hostname, pod.Spec.Subdomain, pod.Namespace, hostname)

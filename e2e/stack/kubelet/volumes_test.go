@@ -39,17 +39,29 @@ func TestMountpointsRefcount(t *testing.T) {
 	}
 }
 
-func TestMountArgv(t *testing.T) {
-	if got := mountArgv([]string{"/bin/app", "-x"}, nil); strings.Join(got, " ") != "/bin/app -x" {
-		t.Errorf("no mounts: %q", got)
-	}
-	got := mountArgv([]string{"/bin/app", "it's"}, []bindMount{{src: "/v/a b", dst: "/etc/cfg", readOnly: true}})
-	if got[0] != "/bin/sh" || got[1] != "-c" || got[3] != "sh" || got[4] != "/bin/app" || got[5] != "it's" {
+func TestSandboxArgv(t *testing.T) {
+	sb := sandbox{mounts: []bindMount{{src: "/v/a b", dst: "/etc/cfg", readOnly: true}}, bin: "/bin/images/runtime", uid: 2020, gid: 0,
+		cgroups: []cgroupView{{at: "memory", fstype: "cgroup", options: "memory", rel: "/x/pod-c"}}}
+	sb.hostname = "web-1"
+	got := sb.argv([]string{"/bin/images/runtime", "it's"})[2:] // after unshare --uts
+	if got[0] != "/bin/sh" || got[1] != "-c" || got[3] != "sh" || got[4] != "/ko-app/runtime" || got[5] != "it's" {
 		t.Fatalf("argv %q", got)
 	}
-	for _, want := range []string{"mount --bind '/v/a b' '/etc/cfg'", "mount -o remount,bind,ro '/etc/cfg'", `exec "$@"`} {
+	for _, want := range []string{
+		"mount --bind '/v/a b' '/etc/cfg'", "mount -o remount,bind,ro '/etc/cfg'",
+		"mount -t cgroup -o 'memory' cgroup '/sys/fs/cgroup/memory'", "mount --bind '/sys/fs/cgroup/memory/x/pod-c' '/sys/fs/cgroup/memory'",
+		"mount --bind '/bin/images/runtime' '/ko-app/runtime'",
+		"mknod -m 666 /dev/null c 1 3",
+		"hostname 'web-1'",
+		`exec setpriv --reuid=2020 --regid=0 --clear-groups -- "$@"`,
+	} {
 		if !strings.Contains(got[2], want) {
 			t.Errorf("script lacks %q:\n%s", want, got[2])
 		}
+	}
+	// A host executable as root: run as is, no /ko-app.
+	got = sandbox{bin: "/bin/false", uid: -1}.argv([]string{"/usr/bin/true"})[2:]
+	if got[4] != "/usr/bin/true" || !strings.Contains(got[2], `exec "$@"`) || strings.Contains(got[2], "setpriv") {
+		t.Errorf("host executable: %q", got)
 	}
 }
