@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"math/big"
 	"net"
 	"os"
@@ -23,8 +24,9 @@ type pki struct {
 	kcmToken   string
 }
 
-// writePKI writes a CA, the API server's serving certificate, the service
-// account signing key pair and the static token file into dir.
+// writePKI writes a CA, the API server's and the pod runner's serving
+// certificates, the API server's client certificate for the pod runner, the
+// service account signing key pair and the static token file into dir.
 func (s *Stack) writePKI() (*pki, error) {
 	dir := s.path("pki")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -50,26 +52,46 @@ func (s *Stack) writePKI() (*pki, error) {
 	}
 	ca, _ := x509.ParseCertificate(caDER)
 
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
 	// The first address of the service range is the `kubernetes` Service.
 	svcIP := mustCIDR(s.opts.ServiceCIDR).IP.To4()
 	svcIP = net.IPv4(svcIP[0], svcIP[1], svcIP[2], svcIP[3]+1)
-	srvTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "kube-apiserver"},
-		NotBefore:    now,
-		NotAfter:     now.Add(10 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(s.BridgeIP), svcIP},
+	issue := func(serial int64, cn string, usage x509.ExtKeyUsage, dns []string, ips ...net.IP) (certPEM, keyPEM []byte, err error) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, nil, err
+		}
+		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+			NotBefore: now, NotAfter: now.Add(10 * 24 * time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+			DNSNames: dns, IPAddresses: ips,
+		}, ca, &key.PublicKey, caKey)
+		if err != nil {
+			return nil, nil, err
+		}
+		keyDER, _ := x509.MarshalECPrivateKey(key)
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
 	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
-	if err != nil {
-		return nil, err
+	files := map[string][]byte{}
+	for _, c := range []struct {
+		name, cn string
+		usage    x509.ExtKeyUsage
+		dns      []string
+		ips      []net.IP
+	}{
+		{"apiserver", "kube-apiserver", x509.ExtKeyUsageServerAuth,
+			[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
+			[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(s.BridgeIP), svcIP}},
+		// The pod runner's kubelet API (container logs), and the API
+		// server's client certificate for it.
+		{"kubelet", NodeName, x509.ExtKeyUsageServerAuth, []string{NodeName}, []net.IP{net.ParseIP(s.BridgeIP)}},
+		{"apiserver-kubelet-client", "kube-apiserver-kubelet-client", x509.ExtKeyUsageClientAuth, nil, nil},
+	} {
+		crt, key, err := issue(int64(len(files)+2), c.cn, c.usage, c.dns, c.ips...)
+		if err != nil {
+			return nil, err
+		}
+		files[c.name+".crt"], files[c.name+".key"] = crt, key
 	}
 	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -80,19 +102,16 @@ func (s *Stack) writePKI() (*pki, error) {
 		adminToken: randomToken(),
 		kcmToken:   randomToken(),
 	}
-	srvKeyDER, _ := x509.MarshalECPrivateKey(srvKey)
 	saPubDER, _ := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
 	// user name, uid, groups: both are cluster admins; it is a throwaway cluster.
 	tokens := fmt.Sprintf("%s,admin,admin,system:masters\n%s,system:kube-controller-manager,kcm,system:masters\n", p.adminToken, p.kcmToken)
-	files := map[string][]byte{
-		"ca.crt":        p.caPEM,
-		"apiserver.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
-		"apiserver.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: srvKeyDER}),
-		"sa.key":        pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(saKey)}),
-		"sa.pub":        pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPubDER}),
-		"tokens.csv":    []byte(tokens),
-		"admin.token":   []byte(p.adminToken),
-	}
+	maps.Copy(files, map[string][]byte{
+		"ca.crt":      p.caPEM,
+		"sa.key":      pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(saKey)}),
+		"sa.pub":      pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPubDER}),
+		"tokens.csv":  []byte(tokens),
+		"admin.token": []byte(p.adminToken),
+	})
 	for name, b := range files {
 		if err := os.WriteFile(s.path("pki", name), b, 0o600); err != nil {
 			return nil, err

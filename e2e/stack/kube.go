@@ -29,6 +29,7 @@ var controllers = []string{
 	"garbage-collector-controller",
 	"deployment-controller",
 	"replicaset-controller",
+	"resourcequota-controller",
 	"service-cidr-controller",
 	"clusterrole-aggregation-controller",
 }
@@ -78,6 +79,12 @@ func (s *Stack) startKube(ctx context.Context) error {
 		// Admission webhooks are called at their endpoints, not the
 		// cluster IP.
 		"--enable-aggregator-routing=true",
+		// kubectl logs: the pod runner serves container logs at the node's
+		// address, to the API server's client certificate.
+		"--kubelet-preferred-address-types=InternalIP",
+		"--kubelet-certificate-authority="+pki("ca.crt"),
+		"--kubelet-client-certificate="+pki("apiserver-kubelet-client.crt"),
+		"--kubelet-client-key="+pki("apiserver-kubelet-client.key"),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file="+pki("sa.pub"),
 		"--service-account-signing-key-file="+pki("sa.key"),

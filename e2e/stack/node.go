@@ -14,15 +14,20 @@ import (
 
 const leaseSeconds = 40
 
+// NodeCPU is the node's allocatable CPU.
+const NodeCPU = "8"
+
 // registerNode creates the one Node the pod runner binds pods to (the
 // endpoint controllers skip pods on unknown nodes) and keeps its Lease and
 // Ready condition fresh until ctx ends, as a kubelet would.
 func (s *Stack) registerNode(ctx, bgCtx context.Context) error {
 	cs := s.Client
 	now := metav1.Now()
+	// Over-committed as a dense node is: the pods' processes share this
+	// machine's cores, and requests only decide what fits (see bind).
 	res := corev1.ResourceList{
-		corev1.ResourceCPU:    resource.MustParse("2"),
-		corev1.ResourceMemory: resource.MustParse("8Gi"),
+		corev1.ResourceCPU:    resource.MustParse(NodeCPU),
+		corev1.ResourceMemory: resource.MustParse("32Gi"),
 		corev1.ResourcePods:   resource.MustParse("250"),
 	}
 	node := &corev1.Node{
@@ -52,7 +57,8 @@ func (s *Stack) registerNode(ctx, bgCtx context.Context) error {
 			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
 			Message: "sluice stack pod runner", LastHeartbeatTime: now, LastTransitionTime: now,
 		}},
-		NodeInfo: corev1.NodeSystemInfo{OperatingSystem: "linux", Architecture: "amd64", KubeletVersion: "v1.35.4"},
+		NodeInfo:        corev1.NodeSystemInfo{OperatingSystem: "linux", Architecture: "amd64", KubeletVersion: "v1.35.4"},
+		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: int32(s.opts.Ports.Kubelet)}},
 	}
 	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("setting node %s Ready: %w", NodeName, err)

@@ -64,7 +64,12 @@ func (s *Stack) startPodRunner(ctx context.Context) error {
 		NetnsPrefix: PodNetnsPrefix,
 		Nameserver:  s.BridgeIP,
 		VolumeDir:   s.path("volumes"),
-		Logger:      log,
+		API: kubelet.APIConfig{
+			Address:  hostPort(s.BridgeIP, s.opts.Ports.Kubelet),
+			CertFile: s.path("pki", "kubelet.crt"), KeyFile: s.path("pki", "kubelet.key"),
+			ClientCAFile: s.path("pki", "ca.crt"),
+		},
+		Logger: log,
 
 		UnreadyProbePeriod: s.opts.UnreadyProbePeriod,
 	}

@@ -62,6 +62,7 @@ type Ports struct {
 	EnvoyAdmin                   int
 	ExternalHTTP, ExternalHTTPS  int
 	InternalHTTP, InternalHTTPS  int
+	Kubelet                      int // the pod runner's kubelet API, on the bridge IP
 }
 
 // DefaultPorts keeps clear of the usual Kubernetes and Envoy defaults so a
@@ -73,6 +74,7 @@ var DefaultPorts = Ports{
 	EnvoyAdmin:   19901,
 	ExternalHTTP: 31080, ExternalHTTPS: 31443,
 	InternalHTTP: 80, InternalHTTPS: 443,
+	Kubelet: 10250,
 }
 
 // Options configure Start. Zero values get defaults.

@@ -1,0 +1,338 @@
+// Command serving-conformance runs Knative Serving's own end-to-end tests,
+// from the knative.dev/serving module go.mod pins and unmodified, against
+// Serving and Sluice on the local stack, the way Serving's CI runs them for
+// an ingress: test/conformance/api/..., test/conformance/runtime, test/e2e
+// and test/e2e/tagheader (with tag-header-based-routing on).
+//
+//	go run ./e2e/cmd/serving-conformance              # the whole suite (make serving-conformance)
+//	go run ./e2e/cmd/serving-conformance -suite ci    # the subset make test runs
+//
+// It prints a table (test, result, seconds) and writes it as JSON to
+// e2e/results/. A test that does not pass must be listed in gaps.go with
+// the capability of this stack that it misses; any other failure fails the
+// run, and so does a listed test that passes now (the list must shrink).
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"sluice.dev/sluice/e2e/stack"
+	"sluice.dev/sluice/e2e/workload"
+)
+
+// pkg is one of Serving's test packages: its binary (hack/build-serving.sh
+// builds them) and the config-features it runs under.
+type pkg struct {
+	name     string // test/... path in the serving module
+	features map[string]string
+}
+
+var pkgs = []pkg{
+	{name: "test/conformance/api/v1"},
+	{name: "test/conformance/runtime"},
+	{name: "test/e2e"},
+	{name: "test/e2e/tagheader", features: map[string]string{"tag-header-based-routing": "Enabled"}},
+}
+
+// observability is what Serving's CI sets in config-observability
+// (test/config/ytt/core/overlay-config-observability.yaml): request logs.
+const observability = `{"data":{"logging.enable-request-log":"true","logging.enable-probe-request-log":"true","profiling.enable":"true",` +
+	`"logging.request-log-template":"{\"httpRequest\": {\"requestMethod\": \"{{.Request.Method}}\", \"requestUrl\": \"{{js .Request.RequestURI}}\", \"requestSize\": \"{{.Request.ContentLength}}\", \"status\": {{.Response.Code}}, \"responseSize\": \"{{.Response.Size}}\", \"userAgent\": \"{{js .Request.UserAgent}}\", \"remoteIp\": \"{{js .Request.RemoteAddr}}\", \"serverIp\": \"{{.Revision.PodIP}}\", \"referer\": \"{{js .Request.Referer}}\", \"latency\": \"{{.Response.Latency}}s\", \"protocol\": \"{{.Request.Proto}}\"}, \"traceId\": \"{{.TraceID}}\"}"}}`
+
+// ciRun is what `make test` runs: the tests that pass here reliably and
+// cover what users do (see gaps.go for the rest).
+var ciRun = map[string]string{
+	"test/conformance/api/v1": "",
+	"test/e2e/tagheader":      "",
+	"test/e2e":                "^(TestActivatorOverload|TestGRPC.*|TestHelloWorld|TestHTTP2|TestRevisionTimeout|TestRollout.*|TestSubrouteLocalSTS|TestSubrouteVisibility.*|TestWebSocket.*|TestServiceToServiceCall|TestScaleToZero.*|TestActivatorChaos)$",
+}
+
+type result struct {
+	Package string  `json:"package"`
+	Test    string  `json:"test"`
+	Result  string  `json:"result"` // PASS, FAIL, SKIP
+	Seconds float64 `json:"seconds"`
+	Gap     string  `json:"gap,omitempty"`    // the missing capability that explains a failure
+	Reason  string  `json:"reason,omitempty"` // a skip's message, a failure's last lines
+}
+
+func main() {
+	suite := flag.String("suite", "full", "full (every test of the four packages) or ci (the subset make test runs)")
+	parallel := flag.Int("parallel", 4, "tests run at once within a package (go test -parallel)")
+	runs := flag.Int("runs", 1, "run the suite this many times")
+	flag.Parse()
+	if err := run(*suite, *parallel, *runs); err != nil {
+		fmt.Fprintln(os.Stderr, "serving-conformance:", err)
+		os.Exit(1)
+	}
+}
+
+func run(suite string, parallel, runs int) error {
+	if suite != "full" && suite != "ci" {
+		return fmt.Errorf("-suite %q: want full or ci", suite)
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("the local stack needs root (network namespaces per pod)")
+	}
+	ctx := context.Background()
+	root, err := stack.FindRoot()
+	if err != nil {
+		return err
+	}
+	bin := filepath.Join(root, "bin", "serving", "tests")
+	for _, p := range pkgs {
+		if _, err := os.Stat(filepath.Join(bin, filepath.Base(p.name)+".test")); err != nil {
+			return fmt.Errorf("%v; build Serving's tests with hack/build-serving.sh", err)
+		}
+	}
+	images, err := workload.Images(ctx, root)
+	if err != nil {
+		return err
+	}
+	begin := time.Now()
+	st, err := stack.Start(ctx, stack.Options{Images: images, Serving: true, UnreadyProbePeriod: time.Second, Log: os.Stdout})
+	if err != nil {
+		return err
+	}
+	defer st.Stop()
+	startup := time.Since(begin)
+	servingDir, err := stack.ModuleDir(root, "knative.dev/serving")
+	if err != nil {
+		return err
+	}
+	kubectl := func(args ...string) error {
+		cmd := exec.Command(filepath.Join(st.Options().BinDir, "kubectl"), args...)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+st.Kubeconfig)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("kubectl %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	// Serving's CI creates these before its tests, and logs requests.
+	for _, f := range []string{"cluster-resources.yaml", "test-resources.yaml", "resource-quota/resource-quota.yaml"} {
+		if err := kubectl("apply", "-f", filepath.Join(servingDir, "test", "config", f)); err != nil {
+			return err
+		}
+	}
+	if err := kubectl("patch", "configmap", "config-observability", "-n", stack.SystemNS, "--type=merge", "-p", observability); err != nil {
+		return err
+	}
+
+	var all [][]result
+	failed := false
+	for i := range runs {
+		var rs []result
+		for _, p := range pkgs {
+			filter := ""
+			if suite == "ci" {
+				f, ok := ciRun[p.name]
+				if !ok {
+					continue
+				}
+				filter = f
+			}
+			if err := setFeatures(ctx, st, p.features); err != nil {
+				return err
+			}
+			out, err := runPackage(st, servingDir, bin, p, filter, parallel)
+			if err != nil {
+				return err
+			}
+			rs = append(rs, out...)
+			if err := setFeatures(ctx, st, disabled(p.features)); err != nil {
+				return err
+			}
+		}
+		judge(rs)
+		printTable(os.Stdout, i+1, runs, rs)
+		for _, r := range rs {
+			if r.Result == "FAIL" && r.Gap == "" || r.Result == "PASS" && r.Gap != "" {
+				failed = true
+			}
+		}
+		all = append(all, rs)
+	}
+	if err := save(root, suite, begin, startup, all); err != nil {
+		return err
+	}
+	if failed {
+		return fmt.Errorf("a test failed that gaps.go does not explain, or one it lists passed (update gaps.go)")
+	}
+	return nil
+}
+
+// runPackage runs one test binary, its output read by test2json.
+func runPackage(st *stack.Stack, servingDir, bin string, p pkg, filter string, parallel int) ([]result, error) {
+	args := []string{
+		"-test.v", "-test.timeout=50m", fmt.Sprintf("-test.parallel=%d", parallel),
+		"--kubeconfig=" + st.Kubeconfig,
+		// The gateway Service's node ports are the external listeners, at
+		// the bridge address both this host and the pods reach.
+		"--ingressendpoint=" + st.BridgeIP,
+		"--ingress-class=" + stack.IngressClass,
+		"--dockerrepo=" + stack.ServingTestRepo,
+		"--resolvabledomain=false",
+		"--enable-alpha", "--enable-beta",
+	}
+	if filter != "" {
+		args = append(args, "-test.run="+filter)
+	}
+	fmt.Printf("\n==> %s %s\n", p.name, filter)
+	cmd := exec.Command("go", append([]string{"tool", "test2json", "-t", "-p", p.name, filepath.Join(bin, filepath.Base(p.name)+".test")}, args...)...)
+	cmd.Dir = filepath.Join(servingDir, p.name)
+	cmd.Env = append(os.Environ(),
+		"GATEWAY_OVERRIDE="+stack.ExternalGWName, "GATEWAY_NAMESPACE_OVERRIDE="+stack.SystemNS,
+		"SYSTEM_NAMESPACE="+stack.SystemNS)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	rs := collect(stdout, p.name)
+	_ = cmd.Wait() // a failing test exits non-zero; the results say which
+	return rs, nil
+}
+
+// event is one line of test2json.
+type event struct {
+	Action  string
+	Test    string
+	Elapsed float64
+	Output  string
+}
+
+// collect reads test2json events: the result of each top-level test, with
+// a skip's message or a failure's last output lines. Output is echoed.
+func collect(r io.Reader, pkgName string) []result {
+	out := map[string][]string{}
+	var rs []result
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 4<<20)
+	for sc.Scan() {
+		var e event
+		if json.Unmarshal(sc.Bytes(), &e) != nil {
+			continue
+		}
+		if e.Action == "output" {
+			fmt.Print(e.Output)
+			if e.Test != "" {
+				top, _, _ := strings.Cut(e.Test, "/")
+				out[top] = append(out[top], strings.TrimRight(e.Output, "\n"))
+				if len(out[top]) > 400 {
+					out[top] = out[top][200:]
+				}
+			}
+			continue
+		}
+		if e.Test == "" || strings.Contains(e.Test, "/") {
+			continue
+		}
+		switch e.Action {
+		case "pass", "fail", "skip":
+			res := result{Package: pkgName, Test: e.Test, Result: strings.ToUpper(e.Action), Seconds: e.Elapsed}
+			lines := out[e.Test]
+			switch e.Action {
+			case "skip":
+				res.Reason = skipReason(lines)
+			case "fail":
+				res.Reason = strings.Join(lines[max(0, len(lines)-8):], "\n")
+			}
+			rs = append(rs, res)
+		}
+	}
+	return rs
+}
+
+// skipReason is the last line a skipped test printed (its t.Skip message).
+func skipReason(lines []string) string {
+	for _, l := range slices.Backward(lines) {
+		if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "===") && !strings.HasPrefix(t, "--- SKIP") {
+			return t
+		}
+	}
+	return ""
+}
+
+// judge attaches to each result the gap that explains it.
+func judge(rs []result) {
+	for i := range rs {
+		rs[i].Gap = gaps[rs[i].Package+"."+rs[i].Test]
+	}
+}
+
+func printTable(w io.Writer, i, n int, rs []result) {
+	count := map[string]int{}
+	for _, r := range rs {
+		count[r.Result]++
+	}
+	fmt.Fprintf(w, "\nKnative Serving conformance and e2e, run %d of %d: %d passed, %d failed, %d skipped\n", i, n, count["PASS"], count["FAIL"], count["SKIP"])
+	fmt.Fprintf(w, "%-26s %-52s %-6s %8s  %s\n", "PACKAGE", "TEST", "RESULT", "SECONDS", "WHY NOT PASSED")
+	for _, r := range rs {
+		why := r.Gap
+		if r.Result == "SKIP" {
+			why = "skipped by the test: " + r.Reason
+		} else if r.Result == "FAIL" && why == "" {
+			why = "UNEXPLAINED FAILURE"
+		} else if r.Result == "PASS" && why != "" {
+			why = "passes now: remove it from gaps.go"
+		} else if r.Result == "PASS" {
+			why = ""
+		}
+		fmt.Fprintf(w, "%-26s %-52s %-6s %8.1f  %s\n", strings.TrimPrefix(r.Package, "test/"), r.Test, r.Result, r.Seconds, why)
+	}
+}
+
+func save(root, suite string, begin time.Time, startup time.Duration, runs [][]result) error {
+	dir := filepath.Join(root, "e2e", "results")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(map[string]any{
+		"started": begin.UTC(), "suite": suite, "stackStartupSeconds": startup.Seconds(), "runs": runs,
+	}, "", "  ")
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(dir, "serving-conformance-"+begin.UTC().Format("20060102-150405")+".json")
+	if err := os.WriteFile(p, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	fmt.Println("serving-conformance: results in", p)
+	return nil
+}
+
+// setFeatures patches config-features.
+func setFeatures(ctx context.Context, st *stack.Stack, f map[string]string) error {
+	if len(f) == 0 {
+		return nil
+	}
+	b, _ := json.Marshal(map[string]any{"data": f})
+	_, err := st.Client.CoreV1().ConfigMaps(stack.SystemNS).Patch(ctx, "config-features", types.MergePatchType, b, metav1.PatchOptions{})
+	return err
+}
+
+func disabled(f map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, k := range slices.Sorted(maps.Keys(f)) {
+		out[k] = "Disabled"
+	}
+	return out
+}
