@@ -83,20 +83,23 @@ func ServingImages(binDir string) (map[string]string, error) {
 // ModuleDir is where the go command keeps a module of the build list,
 // downloaded if need be.
 func ModuleDir(root, module string) (string, error) {
-	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", module)
-	cmd.Dir = root
-	out, err := cmd.Output()
-	dir := strings.TrimSpace(string(out))
+	list := func() (string, error) {
+		cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", module)
+		cmd.Dir = root
+		out, err := cmd.Output()
+		return strings.TrimSpace(string(out)), err
+	}
+	dir, err := list()
 	if err != nil || dir == "" {
+		// Not downloaded yet, or (an indirect requirement) not in go.sum.
 		dl := exec.Command("go", "mod", "download", module)
 		dl.Dir = root
 		if b, err := dl.CombinedOutput(); err != nil {
 			return "", fmt.Errorf("go mod download %s: %v: %s", module, err, b)
 		}
-		if out, err = cmd.Output(); err != nil {
-			return "", fmt.Errorf("go list -m %s: %w", module, err)
+		if dir, err = list(); err != nil || dir == "" {
+			return "", fmt.Errorf("go list -m %s: %v", module, err)
 		}
-		dir = strings.TrimSpace(string(out))
 	}
 	return dir, nil
 }
