@@ -32,6 +32,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"sluice.dev/sluice/e2e/stack"
+	"sluice.dev/sluice/e2e/stack/kubelet"
 	"sluice.dev/sluice/e2e/workload"
 )
 
@@ -281,8 +282,13 @@ func skipReason(lines []string) string {
 
 // judge attaches to each result the gap that explains it.
 func judge(rs []result) {
+	noCgroups := kubelet.CheckCgroups()
 	for i := range rs {
-		rs[i].Gap = gaps[rs[i].Package+"."+rs[i].Test]
+		key := rs[i].Package + "." + rs[i].Test
+		rs[i].Gap = gaps[key]
+		if noCgroups != nil && cgroupTests[key] {
+			rs[i].Gap = "resource limits: this machine gives the pod runner no cgroups (" + noCgroups.Error() + ")"
+		}
 	}
 }
 

@@ -96,6 +96,17 @@ func newCgroups(prefix string) (*cgroups, error) {
 	return cg, nil
 }
 
+// CheckCgroups says whether the pod runner can give containers cgroups on
+// this machine (nil), or why not.
+func CheckCgroups() error {
+	cg, err := newCgroups("sluice-check-")
+	if err != nil {
+		return err
+	}
+	cg.removeAll()
+	return nil
+}
+
 // ownCgroups reads /proc/self/cgroup: controller (v1) or "" (v2) -> path.
 func ownCgroups() (map[string]string, error) {
 	b, err := os.ReadFile("/proc/self/cgroup")
