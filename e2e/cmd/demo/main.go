@@ -158,7 +158,7 @@ func run() error {
 		return err
 	}
 	fmt.Println("    waiting for the revision to have no pod (a stable window of 6s, then Serving's 30s grace period)")
-	fmt.Printf("  $ kubectl get pods -n %s -l serving.knative.dev/revision=sleepy-v1 -w\n", ns)
+	fmt.Printf("    (to watch: kubectl get pods -n %s -l serving.knative.dev/revision=sleepy-v1 -w)\n", ns)
 	if err := kc.WaitScaledToZero(ctx, ns, "sleepy-v1", 3*time.Minute); err != nil {
 		return err
 	}
@@ -199,11 +199,16 @@ Where 200 requests to %[5]s went (Ctrl-C to stop):
 	}
 }
 
-// bars renders a tally: each revision with its count and a bar.
+// bars renders a tally: each revision with its count and a bar of its
+// share (40 marks for all of it).
 func bars(counts map[string]int) string {
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
 	var b strings.Builder
 	for _, k := range slices.Sorted(maps.Keys(counts)) {
-		fmt.Fprintf(&b, "%s: %3d %s  ", k, counts[k], strings.Repeat("#", counts[k]/5))
+		fmt.Fprintf(&b, "%s: %4d %-40s ", k, counts[k], strings.Repeat("#", counts[k]*40/max(total, 1)))
 	}
-	return b.String()
+	return strings.TrimRight(b.String(), " ")
 }
