@@ -212,10 +212,20 @@ func runPackage(st *stack.Stack, servingDir, bin string, p pkg, filter string, p
 		return nil, err
 	}
 	cmd.Stderr = os.Stderr
+	logPath := filepath.Join(st.Options().Root, "e2e", "results", fmt.Sprintf("serving-conformance-%s-%s.log", time.Now().UTC().Format("20060102-150405"), filepath.Base(p.name)))
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+		return nil, err
+	}
+	raw, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer raw.Close()
+	fmt.Printf("    (the whole output, with Serving's own logs the tests stream: %s)\n", logPath)
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	rs := collect(stdout, p.name)
+	rs := collect(stdout, p.name, raw)
 	_ = cmd.Wait() // a failing test exits non-zero; the results say which
 	return rs, nil
 }
@@ -229,8 +239,9 @@ type event struct {
 }
 
 // collect reads test2json events: the result of each top-level test, with
-// a skip's message or a failure's last output lines. Output is echoed.
-func collect(r io.Reader, pkgName string) []result {
+// a skip's message or a failure's last output lines. The output goes to
+// raw; each result is printed as it comes, a failure with its last lines.
+func collect(r io.Reader, pkgName string, raw io.Writer) []result {
 	out := map[string][]string{}
 	var rs []result
 	sc := bufio.NewScanner(r)
@@ -241,7 +252,7 @@ func collect(r io.Reader, pkgName string) []result {
 			continue
 		}
 		if e.Action == "output" {
-			fmt.Print(e.Output)
+			_, _ = io.WriteString(raw, e.Output)
 			if e.Test != "" {
 				top, _, _ := strings.Cut(e.Test, "/")
 				out[top] = append(out[top], strings.TrimRight(e.Output, "\n"))
@@ -263,6 +274,10 @@ func collect(r io.Reader, pkgName string) []result {
 				res.Reason = skipReason(lines)
 			case "fail":
 				res.Reason = strings.Join(lines[max(0, len(lines)-8):], "\n")
+			}
+			fmt.Printf("--- %s: %s (%.1fs)\n", res.Result, res.Test, res.Seconds)
+			if res.Result == "FAIL" {
+				fmt.Println(strings.Join(lines[max(0, len(lines)-30):], "\n"))
 			}
 			rs = append(rs, res)
 		}
