@@ -16,7 +16,7 @@ func digest(p *Piece) string {
 		h.Write(b)
 		h.Write([]byte{0})
 	}
-	for _, group := range [][]proto.Message{asMessages(p.External), asMessages(p.ExternalPlain), asMessages(p.Internal),
+	for _, group := range [][]proto.Message{asMessages(p.Routes), asMessages(p.Scopes),
 		asMessages(p.Clusters), asMessages(p.Secrets)} {
 		for _, m := range group {
 			write(m)

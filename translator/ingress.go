@@ -80,10 +80,12 @@ type Piece struct {
 	// Hash is ingress.ComputeHash, served on probe routes.
 	Hash string
 
-	// Virtual hosts per route configuration.
-	External      []*routev3.VirtualHost // ExternalIP rules, HTTPS and plain HTTP when not redirected
-	ExternalPlain []*routev3.VirtualHost // ExternalIP rules on plain HTTP (redirects when Redirected)
-	Internal      []*routev3.VirtualHost // ExternalIP and ClusterLocal rules
+	// Routes are this ingress's route configurations, by name: its
+	// ExternalIP rules (external) and all its rules (internal), a virtual
+	// host per rule. Scopes, by name, send each host there from each
+	// listener kind (see scopes.go).
+	Routes []*routev3.RouteConfiguration
+	Scopes []*routev3.ScopedRouteConfiguration
 
 	Clusters []*clusterv3.Cluster
 	Backends map[string]Backend // by cluster name
@@ -176,7 +178,7 @@ func translate(p *Piece, ing *v1alpha1.Ingress, lookup Lookup, cfg *Config) *Err
 	p.ExternalHosts, p.InternalHosts = sets.List(extHosts), sets.List(intHosts)
 
 	clusters := map[string]*clusterv3.Cluster{}
-	redirect := ing.Spec.HTTPOption == v1alpha1.HTTPOptionRedirected
+	var external, internal []*routev3.VirtualHost
 	for i, rule := range ing.Spec.Rules {
 		routes := make([]*routev3.Route, 0, 2*len(rule.HTTP.Paths))
 		var probes []*routev3.Route
@@ -192,24 +194,34 @@ func translate(p *Piece, ing *v1alpha1.Ingress, lookup Lookup, cfg *Config) *Err
 		}
 		// Probe copies go first, like ingress.InsertProbe does.
 		routes = append(probes, routes...)
-		for _, h := range rule.Hosts {
-			h = strings.ToLower(h)
-			vh := &routev3.VirtualHost{Name: h, Domains: []string{h}, Routes: routes}
-			p.Internal = append(p.Internal, vh)
-			if rule.Visibility != v1alpha1.IngressVisibilityExternalIP {
-				continue
-			}
-			p.External = append(p.External, vh)
-			if redirect {
-				p.ExternalPlain = append(p.ExternalPlain, redirectHost(h))
-			} else {
-				p.ExternalPlain = append(p.ExternalPlain, vh)
-			}
+		hosts := make([]string, len(rule.Hosts))
+		for j, h := range rule.Hosts {
+			hosts[j] = strings.ToLower(h)
+		}
+		sort.Strings(hosts)
+		vh := &routev3.VirtualHost{Name: fmt.Sprintf("%s/%s/r%d", ing.Namespace, ing.Name, i), Domains: hosts, Routes: routes}
+		internal = append(internal, vh)
+		if rule.Visibility == v1alpha1.IngressVisibilityExternalIP {
+			external = append(external, vh)
 		}
 	}
-	for _, vhs := range [][]*routev3.VirtualHost{p.External, p.ExternalPlain, p.Internal} {
-		sort.Slice(vhs, func(a, b int) bool { return vhs[a].Name < vhs[b].Name })
+	extRoutes := IngressRoutes(externalKind, ing.Namespace, ing.Name)
+	intRoutes := IngressRoutes(internalKind, ing.Namespace, ing.Name)
+	plainRoutes := extRoutes
+	if ing.Spec.HTTPOption == v1alpha1.HTTPOptionRedirected {
+		plainRoutes = RedirectRoutes
 	}
+	if len(external) > 0 {
+		p.Routes = append(p.Routes, routeConfig(extRoutes, external))
+	}
+	p.Routes = append(p.Routes, routeConfig(intRoutes, internal))
+	for _, h := range p.ExternalHosts {
+		p.Scopes = append(p.Scopes, scope(ExternalHTTP, h, plainRoutes), scope(ExternalHTTPS, h, extRoutes))
+	}
+	for _, h := range p.InternalHosts {
+		p.Scopes = append(p.Scopes, scope(InternalRoutes, h, intRoutes))
+	}
+	sort.Slice(p.Scopes, func(a, b int) bool { return p.Scopes[a].Name < p.Scopes[b].Name })
 	for _, name := range sortedKeys(clusters) {
 		p.Clusters = append(p.Clusters, clusters[name])
 	}
@@ -298,21 +310,6 @@ func newRoute(name string, path v1alpha1.HTTPIngressPath, action *routev3.RouteA
 		Match:               m,
 		Action:              &routev3.Route_Route{Route: action},
 		RequestHeadersToAdd: add,
-	}
-}
-
-func redirectHost(host string) *routev3.VirtualHost {
-	return &routev3.VirtualHost{
-		Name:    host,
-		Domains: []string{host},
-		Routes: []*routev3.Route{{
-			Name:  host + "/redirect",
-			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-			Action: &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{
-				SchemeRewriteSpecifier: &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: true},
-				ResponseCode:           routev3.RedirectAction_MOVED_PERMANENTLY,
-			}},
-		}},
 	}
 }
 

@@ -16,9 +16,9 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// Names of the listeners and route configurations. Listeners never change
-// as ingresses come and go: routes change through RDS, certificates
-// through SDS. HTTPS listeners gain or lose SNI filter chains only when the
+// Names of the listeners and of the scope sets their connection managers
+// use. Listeners never change as ingresses come and go: routes change
+// through SRDS and RDS, certificates through SDS. HTTPS listeners gain or lose SNI filter chains only when the
 // set of TLS hosts changes, which Envoy applies in place without draining
 // the other chains.
 const (
@@ -26,7 +26,7 @@ const (
 	ExternalHTTPS = "external-https"
 	InternalHTTP  = "internal-http"
 	InternalHTTPS = "internal-https"
-	// Route configuration of the internal listeners (HTTP and HTTPS).
+	// Scopes of the internal listeners (HTTP and HTTPS).
 	InternalRoutes = "internal"
 )
 
@@ -40,18 +40,18 @@ func listenAddress(cfg *Config, port uint32) *corev3.Address {
 	return a
 }
 
-func httpListener(name string, port uint32, routes string, cfg *Config) *listenerv3.Listener {
+func httpListener(name string, port uint32, scopes string, cfg *Config) *listenerv3.Listener {
 	return &listenerv3.Listener{
 		Name:         name,
 		Address:      listenAddress(cfg, port),
-		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm(name, routes, cfg)}}},
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm(name, scopes, cfg)}}},
 	}
 }
 
 // httpsListener serves one filter chain per TLS entry, chosen by SNI, and
 // the default certificate (if any) to everything else. With neither it is
 // left out: Envoy rejects a listener without filter chains.
-func httpsListener(name string, port uint32, routes string, entries []TLSEntry, defaultSecret string, cfg *Config) *listenerv3.Listener {
+func httpsListener(name string, port uint32, scopes string, entries []TLSEntry, defaultSecret string, cfg *Config) *listenerv3.Listener {
 	l := &listenerv3.Listener{
 		Name:    name,
 		Address: listenAddress(cfg, port),
@@ -65,14 +65,14 @@ func httpsListener(name string, port uint32, routes string, entries []TLSEntry, 
 			Name:             e.Secret + "/" + e.Hosts[0],
 			FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: e.Hosts},
 			TransportSocket:  downstreamTLS(e.Secret),
-			Filters:          []*listenerv3.Filter{hcm(name, routes, cfg)},
+			Filters:          []*listenerv3.Filter{hcm(name, scopes, cfg)},
 		})
 	}
 	if defaultSecret != "" {
 		l.DefaultFilterChain = &listenerv3.FilterChain{
 			Name:            "default",
 			TransportSocket: downstreamTLS(defaultSecret),
-			Filters:         []*listenerv3.Filter{hcm(name, routes, cfg)},
+			Filters:         []*listenerv3.Filter{hcm(name, scopes, cfg)},
 		}
 	}
 	if len(l.FilterChains) == 0 && l.DefaultFilterChain == nil {
@@ -81,15 +81,12 @@ func httpsListener(name string, port uint32, routes string, entries []TLSEntry, 
 	return l
 }
 
-func hcm(stat, routes string, cfg *Config) *listenerv3.Filter {
+func hcm(stat, scopes string, cfg *Config) *listenerv3.Filter {
 	m := &hcmv3.HttpConnectionManager{
-		StatPrefix: stat,
-		CodecType:  hcmv3.HttpConnectionManager_AUTO,
-		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
-			ConfigSource:    adsSource(),
-			RouteConfigName: routes,
-		}},
-		HttpFilters: []*hcmv3.HttpFilter{{
+		StatPrefix:     stat,
+		CodecType:      hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: scopedRoutes(scopes),
+		HttpFilters: []*hcmv3.HttpFilter{scopeFilter(scopes), {
 			Name:       wellknown.Router,
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
 		}},

@@ -102,6 +102,7 @@ func Render(r *Result, format string) ([]byte, error) {
 	}{
 		{"listeners", asMessages(o.Listeners)},
 		{"routes", asMessages(o.Routes)},
+		{"scopes", asMessages(o.Scopes)},
 		{"clusters", asMessages(o.Clusters)},
 		{"endpoints", asMessages(r.Endpoints)},
 	}

@@ -17,6 +17,7 @@ import (
 type Output struct {
 	Listeners []*listenerv3.Listener
 	Routes    []*routev3.RouteConfiguration
+	Scopes    []*routev3.ScopedRouteConfiguration
 	Clusters  []*clusterv3.Cluster
 	Secrets   []*tlsv3.Secret
 	// Backends maps each EDS or DNS cluster to its Service port. It is the
@@ -32,6 +33,8 @@ type Output struct {
 // Build is incremental: it patches the sorted resource lists with what the
 // ingresses changed since the last Build, so one change among n ingresses
 // costs one translation plus copying n pointers, not re-sorting n things.
+// Each ingress has its own route configurations and scopes, so a change
+// makes new resources of that ingress only.
 type Table struct {
 	cfg           Config
 	defaultSecret *tlsv3.Secret
@@ -46,7 +49,8 @@ type Table struct {
 	touched   map[string]bool   // keys Set or Deleted since
 	changed   []string          // keys the last Build looked at again
 	served    map[string]*Piece // the pieces the output is made of
-	vhosts    [3][]*routev3.VirtualHost
+	routes    []*routev3.RouteConfiguration
+	scopes    []*routev3.ScopedRouteConfiguration
 	clusters  []*clusterv3.Cluster
 	refs      map[string]int // cluster name -> served pieces using it
 	backends  map[string]Backend
@@ -279,9 +283,10 @@ func (t *Table) Build() *Output {
 	t.changed = sortedKeys(changed)
 
 	// Collect the edits, by name: nil removes, anything else (re)places.
-	var vhostEdits [3]map[string]*routev3.VirtualHost
-	for i := range vhostEdits {
-		vhostEdits[i] = map[string]*routev3.VirtualHost{}
+	routeEdits := map[string]*routev3.RouteConfiguration{}
+	scopeEdits := map[string]*routev3.ScopedRouteConfiguration{}
+	if t.out == nil {
+		routeEdits[RedirectRoutes] = redirectRoutes()
 	}
 	clusterEdits := map[string]*clusterv3.Cluster{}
 	secretsChanged, tlsChanged := t.out == nil, t.out == nil
@@ -295,11 +300,14 @@ func (t *Table) Build() *Output {
 			continue
 		}
 		if was != nil {
-			for i, vhs := range pieceVhosts(was) {
-				for _, vh := range vhs {
-					if _, set := vhostEdits[i][vh.Name]; !set {
-						vhostEdits[i][vh.Name] = nil
-					}
+			for _, r := range was.Routes {
+				if _, set := routeEdits[r.Name]; !set {
+					routeEdits[r.Name] = nil
+				}
+			}
+			for _, sc := range was.Scopes {
+				if _, set := scopeEdits[sc.Name]; !set {
+					scopeEdits[sc.Name] = nil
 				}
 			}
 			for _, c := range was.Clusters {
@@ -325,10 +333,11 @@ func (t *Table) Build() *Output {
 			delete(t.served, k)
 		}
 		if now != nil {
-			for i, vhs := range pieceVhosts(now) {
-				for _, vh := range vhs {
-					vhostEdits[i][vh.Name] = vh
-				}
+			for _, r := range now.Routes {
+				routeEdits[r.Name] = r
+			}
+			for _, sc := range now.Scopes {
+				scopeEdits[sc.Name] = sc
 			}
 			for _, c := range now.Clusters {
 				t.refs[c.Name]++
@@ -368,18 +377,14 @@ func (t *Table) Build() *Output {
 	if t.out != nil {
 		*out = *t.out
 	}
-	names := [3]string{ExternalHTTPS, ExternalHTTP, InternalRoutes}
-	routes := make([]*routev3.RouteConfiguration, 3)
-	for i := range names {
-		if len(vhostEdits[i]) > 0 || t.out == nil {
-			t.vhosts[i] = patchSorted(t.vhosts[i], vhostEdits[i], func(v *routev3.VirtualHost) string { return v.Name })
-			routes[i] = routeConfig(names[i], t.vhosts[i])
-		} else {
-			routes[i] = t.out.Routes[routeIndex(names[i])]
-		}
+	if len(routeEdits) > 0 {
+		t.routes = patchSorted(t.routes, routeEdits, func(r *routev3.RouteConfiguration) string { return r.Name })
+		out.Routes = t.routes
 	}
-	// Routes are listed by name.
-	out.Routes = []*routev3.RouteConfiguration{routes[1], routes[0], routes[2]}
+	if len(scopeEdits) > 0 || t.out == nil {
+		t.scopes = patchSorted(t.scopes, scopeEdits, func(s *routev3.ScopedRouteConfiguration) string { return s.Name })
+		out.Scopes = t.scopes
+	}
 	if len(clusterEdits) > 0 || t.out == nil {
 		t.clusters = patchSorted(t.clusters, clusterEdits, func(c *clusterv3.Cluster) string { return c.Name })
 		out.Clusters = t.clusters
@@ -400,22 +405,6 @@ func (t *Table) Build() *Output {
 	}
 	t.out, t.dirty = out, false
 	return out
-}
-
-// pieceVhosts lists a piece's virtual hosts in the order of Build's route
-// lists: external HTTPS, external plain HTTP, internal.
-func pieceVhosts(p *Piece) [3][]*routev3.VirtualHost {
-	return [3][]*routev3.VirtualHost{p.External, p.ExternalPlain, p.Internal}
-}
-
-func routeIndex(name string) int {
-	switch name {
-	case ExternalHTTP:
-		return 0
-	case ExternalHTTPS:
-		return 1
-	}
-	return 2
 }
 
 func (t *Table) listeners() []*listenerv3.Listener {
@@ -492,6 +481,8 @@ func routeConfig(name string, vhs []*routev3.VirtualHost) *routev3.RouteConfigur
 	return &routev3.RouteConfiguration{
 		Name:         name,
 		VirtualHosts: vhs,
+		// The scope key is ours, not the backend's.
+		RequestHeadersToRemove: []string{ScopeHeader},
 		// gRPC clients send :authority with a port.
 		IgnorePortInHostMatching: true,
 		// Route-level headers win over virtual host and configuration

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -57,20 +58,37 @@ func knativeIngress(ns, name, extHost string, created time.Time) *v1alpha1.Ingre
 
 var t0 = time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
 
-// servedHosts lists the domains of the external HTTP route configuration.
+// servedHosts lists the hosts with a scope on external HTTP whose route
+// configuration has a virtual host for them.
 func servedHosts(o *Output) map[string]bool {
 	hosts := map[string]bool{}
-	for _, rc := range o.Routes {
-		if rc.Name != ExternalHTTP {
+	for _, sc := range o.Scopes {
+		host, ok := strings.CutPrefix(sc.Name, ExternalHTTP+"/")
+		if !ok {
 			continue
 		}
-		for _, vh := range rc.VirtualHosts {
-			for _, d := range vh.Domains {
-				hosts[d] = true
+		for _, rc := range o.Routes {
+			if rc.Name != sc.RouteConfigurationName {
+				continue
+			}
+			for _, vh := range rc.VirtualHosts {
+				if slices.Contains(vh.Domains, host) {
+					hosts[host] = true
+				}
 			}
 		}
 	}
 	return hosts
+}
+
+// scopeRoutes is the route configuration the scope name points at.
+func scopeRoutes(o *Output, name string) string {
+	for _, sc := range o.Scopes {
+		if sc.Name == name {
+			return sc.RouteConfigurationName
+		}
+	}
+	return ""
 }
 
 func TestTableConflictIndependentOfOrder(t *testing.T) {
@@ -115,11 +133,9 @@ func TestTableConflictIndependentOfOrder(t *testing.T) {
 				t.Fatalf("served hosts %v", hosts)
 			}
 			// The winner's route, not a loser's.
-			for _, rc := range out.Routes {
-				for _, vh := range rc.VirtualHosts {
-					if vh.Name == "shared.example.com" && !strings.HasPrefix(vh.Routes[0].Name, "ns/b/") {
-						t.Fatalf("shared host served by %s", vh.Routes[0].Name)
-					}
+			for _, kind := range []string{ExternalHTTP, ExternalHTTPS, InternalRoutes} {
+				if rc := scopeRoutes(out, ScopeName(kind, "shared.example.com")); !strings.HasSuffix(rc, "/ns/b") {
+					t.Fatalf("shared host served by %q on %s", rc, kind)
 				}
 			}
 		} else if got != first {
@@ -258,15 +274,23 @@ func TestRedirectIs301(t *testing.T) {
 			for _, r := range vh.Routes {
 				if rd := r.GetRedirect(); rd != nil {
 					n++
-					if rc.Name != ExternalHTTP || !rd.GetHttpsRedirect() || rd.ResponseCode != routev3.RedirectAction_MOVED_PERMANENTLY {
+					if rc.Name != RedirectRoutes || !rd.GetHttpsRedirect() || rd.ResponseCode != routev3.RedirectAction_MOVED_PERMANENTLY {
 						t.Errorf("%s/%s: redirect %v", rc.Name, vh.Name, rd)
 					}
 				}
 			}
 		}
 	}
+	// The external host redirects on plain HTTP only; the cluster-local
+	// ones are served.
+	for _, sc := range res.Output.Scopes {
+		redirected := sc.RouteConfigurationName == RedirectRoutes
+		if want := strings.HasPrefix(sc.Name, ExternalHTTP+"/"); redirected != want {
+			t.Errorf("scope %s -> %s", sc.Name, sc.RouteConfigurationName)
+		}
+	}
 	if n != 1 {
-		t.Fatalf("%d redirects, want 1 (the external host on plain HTTP)", n)
+		t.Fatalf("%d redirects, want 1 (the shared redirect)", n)
 	}
 }
 

@@ -176,6 +176,25 @@ func envoyRules(res *Result) []error {
 			}
 		}
 	}
+	// Envoy: scope names are unique, and so are the keys of one scope set.
+	scopeNames, scopeKeys := map[string]bool{}, map[string]bool{}
+	for _, sc := range o.Scopes {
+		if scopeNames[sc.Name] {
+			bad("scope %s: duplicate", sc.Name)
+		}
+		scopeNames[sc.Name] = true
+		fs := sc.GetKey().GetFragments()
+		if len(fs) != 1 || fs[0].GetStringKey() != sc.Name {
+			bad("scope %s: key is not its name", sc.Name)
+		}
+		if scopeKeys[fs[0].GetStringKey()] {
+			bad("scope %s: duplicate key", sc.Name)
+		}
+		scopeKeys[fs[0].GetStringKey()] = true
+		if !routeNames[sc.RouteConfigurationName] {
+			bad("scope %s: unknown route configuration %q", sc.Name, sc.RouteConfigurationName)
+		}
+	}
 	ports := map[uint32]bool{}
 	for _, l := range o.Listeners {
 		port := l.GetAddress().GetSocketAddress().GetPortValue()
@@ -225,8 +244,18 @@ func envoyRules(res *Result) []error {
 					bad("listener %s: filter %s is not an HCM", l.Name, f.Name)
 					continue
 				}
-				if rds := m.GetRds(); rds == nil || !routeNames[rds.RouteConfigName] {
-					bad("listener %s: RDS names unknown route configuration %q", l.Name, rds.GetRouteConfigName())
+				sr := m.GetScopedRoutes()
+				if sr.GetScopedRds() == nil || sr.GetName() == "" {
+					bad("listener %s: connection manager without scoped routes over SRDS", l.Name)
+				}
+				for _, fb := range sr.GetScopeKeyBuilder().GetFragments() {
+					// Required by Envoy, though protoc-gen-validate lets it pass.
+					if fb.GetHeaderValueExtractor().GetExtractType() == nil {
+						bad("listener %s: scope key fragment without extract_type", l.Name)
+					}
+				}
+				if f := m.GetHttpFilters(); len(f) < 2 || f[0].GetName() != "envoy.filters.http.lua" {
+					bad("listener %s: the scope key filter does not come first", l.Name)
 				}
 			}
 		}
@@ -248,6 +277,9 @@ func checkResult(res *Result) []error {
 	}
 	for _, r := range o.Routes {
 		add("route", r.Name, r)
+	}
+	for _, r := range o.Scopes {
+		add("scope", r.Name, r)
 	}
 	for _, r := range o.Clusters {
 		add("cluster", r.Name, r)

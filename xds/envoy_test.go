@@ -115,6 +115,12 @@ func httpListener(name string, port int, routeName string) *listenerv3.Listener 
 	}
 }
 
+// withPort sets the port of an assignment made by cla.
+func withPort(c *endpointCLA, port uint32) proto.Message {
+	c.Endpoints[0].LbEndpoints[0].GetEndpoint().GetAddress().GetSocketAddress().PortSpecifier = &core.SocketAddress_PortValue{PortValue: port}
+	return c
+}
+
 func backend(t *testing.T, body string) (ip string, port uint32) {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, body) }))
@@ -152,11 +158,6 @@ func testRealEnvoy(t *testing.T, api string) {
 
 	ip1, p1 := backend(t, "one")
 	ip2, p2 := backend(t, "two")
-	withPort := func(c proto.Message, port uint32) proto.Message {
-		cl := c.(*endpointCLA)
-		cl.Endpoints[0].LbEndpoints[0].GetEndpoint().GetAddress().GetSocketAddress().PortSpecifier = &core.SocketAddress_PortValue{PortValue: port}
-		return cl
-	}
 	snap := Snapshot{
 		Clusters:  msgs(cluster("one")),
 		Endpoints: map[string]proto.Message{"one": withPort(cla("one", ip1), p1)},

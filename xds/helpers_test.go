@@ -209,7 +209,7 @@ func cloneSnapshot(s Snapshot) Snapshot {
 		}
 		return out
 	}
-	return Snapshot{cp(s.Clusters), cp(s.Endpoints), cp(s.Listeners), cp(s.Routes), cp(s.Secrets)}
+	return Snapshot{Clusters: cp(s.Clusters), Endpoints: cp(s.Endpoints), Listeners: cp(s.Listeners), Routes: cp(s.Routes), Scopes: cp(s.Scopes), Secrets: cp(s.Secrets)}
 }
 
 func node(id string) *core.Node { return &core.Node{Id: id, Cluster: "gateway-external"} }

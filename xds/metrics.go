@@ -53,6 +53,8 @@ func typeLabel(typeURL string) string {
 		return "listener"
 	case routeType:
 		return "route"
+	case scopeType:
+		return "scope"
 	case secretType:
 		return "secret"
 	}

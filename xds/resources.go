@@ -20,12 +20,14 @@ const (
 	endpointType = resource.EndpointType
 	listenerType = resource.ListenerType
 	routeType    = resource.RouteType
+	scopeType    = resource.ScopedRouteType
 	secretType   = resource.SecretType
 )
 
 // allTypes is the make-before-break order: clusters and their endpoints, then
-// secrets, then the listeners and routes that use them.
-var allTypes = []string{clusterType, endpointType, secretType, listenerType, routeType}
+// secrets, then the listeners, scopes and route configurations that use
+// them (Envoy asks for a scope's route configuration once it has the scope).
+var allTypes = []string{clusterType, endpointType, secretType, listenerType, scopeType, routeType}
 
 func typeOrder(typeURL string) int {
 	for i, t := range allTypes {
@@ -39,13 +41,15 @@ func typeOrder(typeURL string) int {
 // Snapshot is the full state to serve, each map keyed by resource name. The
 // values must be the resource's own type (*clusterv3.Cluster,
 // *endpointv3.ClusterLoadAssignment, *listenerv3.Listener,
-// *routev3.RouteConfiguration, *tlsv3.Secret), and must not be modified after
-// they are handed over: the server keeps and serves them as they are.
+// *routev3.RouteConfiguration, *routev3.ScopedRouteConfiguration,
+// *tlsv3.Secret), and must not be modified after they are handed over: the
+// server keeps and serves them as they are.
 type Snapshot struct {
 	Clusters  map[string]proto.Message
 	Endpoints map[string]proto.Message
 	Listeners map[string]proto.Message
 	Routes    map[string]proto.Message
+	Scopes    map[string]proto.Message
 	Secrets   map[string]proto.Message
 }
 
@@ -55,6 +59,7 @@ func (s *Snapshot) byType() map[string]map[string]proto.Message {
 		endpointType: s.Endpoints,
 		listenerType: s.Listeners,
 		routeType:    s.Routes,
+		scopeType:    s.Scopes,
 		secretType:   s.Secrets,
 	}
 }
@@ -92,6 +97,8 @@ func checkType(typeURL string, m proto.Message) bool {
 		return typeURL == listenerType
 	case *routev3.RouteConfiguration:
 		return typeURL == routeType
+	case *routev3.ScopedRouteConfiguration:
+		return typeURL == scopeType
 	case *tlsv3.Secret:
 		return typeURL == secretType
 	}
@@ -148,12 +155,21 @@ func edsNames(clusters map[string]entry) map[string]string {
 	return out
 }
 
-func routeNames(listeners map[string]entry) map[string]bool {
+// routeNames lists the route configurations that listeners (through RDS)
+// and scopes use.
+func routeNames(listeners, scopes map[string]entry) map[string]bool {
 	in := make(map[string]types.ResourceWithTTL, len(listeners))
 	for name, e := range listeners {
 		in[name] = types.ResourceWithTTL{Resource: e.msg}
 	}
-	return cache.GetResourceReferences(in)[routeType]
+	out := cache.GetResourceReferences(in)[routeType]
+	if out == nil {
+		out = map[string]bool{}
+	}
+	for _, e := range scopes {
+		out[e.msg.(*routev3.ScopedRouteConfiguration).GetRouteConfigurationName()] = true
+	}
+	return out
 }
 
 // Type URLs, for Acked and Served.
@@ -162,5 +178,6 @@ const (
 	EndpointType = endpointType
 	ListenerType = listenerType
 	RouteType    = routeType
+	ScopeType    = scopeType
 	SecretType   = secretType
 )

@@ -51,7 +51,7 @@ type Server struct {
 	log     *zap.Logger
 	opts    Options
 	m       *metrics
-	caches  map[string]*cache.LinearCache
+	caches  map[string]resourceCache
 	gate    *gate
 	tracker *tracker
 	xds     serverv3.Server
@@ -71,6 +71,9 @@ type Server struct {
 	peers      *Peers         // Envoys of other replicas, if any
 	ready      bool
 	closed     bool
+
+	memoMu sync.Mutex
+	memo   syncMemo
 }
 
 // New builds a Server and starts its update loop; Close stops it.
@@ -91,7 +94,7 @@ func New(log *zap.Logger, opts Options) *Server {
 		log:     log,
 		opts:    opts,
 		m:       newMetrics(opts.Registry),
-		caches:  map[string]*cache.LinearCache{},
+		caches:  map[string]resourceCache{},
 		health:  health.NewServer(),
 		kick:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
@@ -106,7 +109,10 @@ func New(log *zap.Logger, opts Options) *Server {
 		Caches:        map[string]cache.Cache{},
 	}
 	for _, t := range allTypes {
-		c := cache.NewLinearCache(t, cache.WithLogger(cpLog))
+		var c resourceCache = cache.NewLinearCache(t, cache.WithLogger(cpLog))
+		if t == scopeType {
+			c = newFullStateCache(c.(*cache.LinearCache))
+		}
 		s.caches[t] = c
 		mux.Caches[t] = c
 		s.desired[t] = map[string]entry{}

@@ -76,6 +76,9 @@ type tracker struct {
 	streams map[streamKey]*streamState
 	nodes   map[string]int // node id -> open streams
 	subs    map[chan struct{}]struct{}
+	// epoch counts notifications: an answer computed from the tracker
+	// holds as long as the epoch has not moved.
+	epoch uint64
 }
 
 type streamState struct {
@@ -152,6 +155,12 @@ func (t *tracker) subscribe() (<-chan struct{}, func()) {
 	}
 }
 
+func (t *tracker) currentEpoch() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.epoch
+}
+
 func (t *tracker) notify() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -159,6 +168,7 @@ func (t *tracker) notify() {
 }
 
 func (t *tracker) notifyLocked() {
+	t.epoch++
 	for ch := range t.subs {
 		select {
 		case ch <- struct{}{}:
@@ -448,8 +458,9 @@ func (t *tracker) onDeltaResponse(id int64, resp *discovery.DeltaDiscoveryRespon
 }
 
 // resourceName reads field 1 of an encoded resource: the name of a Cluster,
-// Listener, RouteConfiguration and Secret, the cluster_name of a
-// ClusterLoadAssignment. Deterministic encoding puts it first.
+// Listener, RouteConfiguration, ScopedRouteConfiguration and Secret, the
+// cluster_name of a ClusterLoadAssignment. Deterministic encoding puts it
+// first.
 func resourceName(b []byte) string {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
@@ -618,9 +629,10 @@ func (v *nodeView) holdsExactly(refs []ref) bool {
 
 func (v *nodeView) holds(r ref) bool {
 	ts := v.types[r.typeURL]
-	if r.typeURL == routeType {
-		// Envoy asks for a route configuration once it has the listener
-		// using it, so a node that takes listeners must get there.
+	if r.typeURL == routeType || r.typeURL == scopeType {
+		// Envoy asks for scopes and route configurations once it has the
+		// listener using them, so a node that takes listeners must get
+		// there.
 		if v.types[listenerType] == nil {
 			return true
 		}

@@ -188,6 +188,7 @@ func (s *Server) round() {
 
 	s.mu.Lock()
 	s.syncLocked(routeType, d[routeType], true, false)
+	s.syncLocked(scopeType, d[scopeType], true, true)
 	s.syncLocked(listenerType, d[listenerType], true, true)
 	hold := routingRefs(d)
 	s.setAppliedLocked(dGen, hold)
@@ -204,7 +205,7 @@ func (s *Server) round() {
 		return
 	}
 
-	// Envoys must hold d's listeners and routes before anything goes.
+	// Envoys must hold d's listeners, scopes and routes before anything goes.
 	if !s.tracker.waitSettled(s.ctx, hold, s.opts.AckTimeout) && s.ctx.Err() == nil {
 		s.log.Warn("xds: Envoys did not ACK new routes in time; removing unused resources anyway")
 	}
@@ -230,14 +231,16 @@ func (s *Server) round() {
 	}
 }
 
-// routingRefs are the listeners of st and the route configurations they use:
-// what an Envoy must hold to route as st says.
+// routingRefs are the listeners and scopes of st and the route
+// configurations they use: what an Envoy must hold to route as st says.
 func routingRefs(st state) []ref {
 	var out []ref
-	for name, e := range st[listenerType] {
-		out = append(out, ref{typeURL: listenerType, name: name, version: e.version})
+	for _, t := range []string{listenerType, scopeType} {
+		for name, e := range st[t] {
+			out = append(out, ref{typeURL: t, name: name, version: e.version})
+		}
 	}
-	for name := range routeNames(st[listenerType]) {
+	for name := range routeNames(st[listenerType], st[scopeType]) {
 		if e, ok := st[routeType][name]; ok {
 			out = append(out, ref{typeURL: routeType, name: name, version: e.version})
 		}
@@ -283,6 +286,19 @@ func (s *Server) Generation() uint64 {
 // rounds count, so constant updates do not keep every Envoy behind.
 // Subscribe signals when the answer may have changed.
 func (s *Server) Synced(gen uint64) (synced, behind []string) {
+	// Every ingress asks about its own generation, most about the same
+	// one: answer each generation once per tracker epoch, not once per
+	// ingress, as the check walks every route an Envoy must hold.
+	epoch := s.tracker.currentEpoch()
+	s.memoMu.Lock()
+	if s.memo.epoch != epoch || s.memo.byGen == nil {
+		s.memo = syncMemo{epoch: epoch, byGen: map[uint64][2][]string{}}
+	} else if r, ok := s.memo.byGen[gen]; ok {
+		s.memoMu.Unlock()
+		return slices.Clone(r[0]), slices.Clone(r[1])
+	}
+	s.memoMu.Unlock()
+
 	s.mu.Lock()
 	var rounds [][]ref
 	for _, r := range s.applied {
@@ -296,7 +312,19 @@ func (s *Server) Synced(gen uint64) (synced, behind []string) {
 	if peers != nil {
 		others = peers.views()
 	}
-	return s.tracker.synced(rounds, others)
+	synced, behind = s.tracker.synced(rounds, others)
+	s.memoMu.Lock()
+	if s.memo.epoch == epoch {
+		s.memo.byGen[gen] = [2][]string{synced, behind}
+	}
+	s.memoMu.Unlock()
+	return slices.Clone(synced), slices.Clone(behind)
+}
+
+// syncMemo holds Synced's answers for one tracker epoch.
+type syncMemo struct {
+	epoch uint64
+	byGen map[uint64][2][]string
 }
 
 // SetPeers makes Synced also count the Envoys of the other replicas that

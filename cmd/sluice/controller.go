@@ -160,6 +160,7 @@ func (k sink) Publish(out *translator.Output, eps map[string]*endpointv3.Cluster
 		Clusters:  byName(out.Clusters, func(c *clusterv3.Cluster) string { return c.Name }),
 		Listeners: byName(out.Listeners, func(l *listenerv3.Listener) string { return l.Name }),
 		Routes:    byName(out.Routes, func(r *routev3.RouteConfiguration) string { return r.Name }),
+		Scopes:    byName(out.Scopes, func(s *routev3.ScopedRouteConfiguration) string { return s.Name }),
 		Secrets:   byName(out.Secrets, func(s *tlsv3.Secret) string { return s.Name }),
 		Endpoints: make(map[string]proto.Message, len(eps)),
 	}

@@ -30,6 +30,7 @@ const (
 	typeEndpoint = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 	typeListener = "type.googleapis.com/envoy.config.listener.v3.Listener"
 	typeRoute    = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+	typeScope    = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
 	typeSecret   = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 )
 
@@ -129,14 +130,9 @@ func contributes(p *translator.Piece, typeURL, name string) bool {
 	}
 	switch typeURL {
 	case typeRoute:
-		switch name {
-		case translator.ExternalHTTP:
-			return len(p.ExternalPlain) > 0
-		case translator.ExternalHTTPS:
-			return len(p.External) > 0
-		default:
-			return len(p.Internal) > 0
-		}
+		return slices.ContainsFunc(p.Routes, func(r *routev3.RouteConfiguration) bool { return r.Name == name })
+	case typeScope:
+		return slices.ContainsFunc(p.Scopes, func(s *routev3.ScopedRouteConfiguration) bool { return s.Name == name })
 	case typeCluster, typeEndpoint:
 		return hasCluster(name)
 	case typeListener:
@@ -164,6 +160,8 @@ func typeName(typeURL string) string {
 		return "listener"
 	case typeRoute:
 		return "route configuration"
+	case typeScope:
+		return "scope"
 	case typeSecret:
 		return "secret"
 	}
@@ -177,17 +175,15 @@ func injectNACK(p *translator.Piece) *translator.Piece {
 	if p.Err != nil {
 		return p
 	}
-	dup := func(vhs []*routev3.VirtualHost) []*routev3.VirtualHost {
-		out := make([]*routev3.VirtualHost, len(vhs))
-		for i, vh := range vhs {
-			c := proto.Clone(vh).(*routev3.VirtualHost)
-			c.Domains = append(c.Domains, c.Domains[0])
-			out[i] = c
-		}
-		return out
-	}
 	q := *p
-	q.External, q.ExternalPlain, q.Internal = dup(p.External), dup(p.ExternalPlain), dup(p.Internal)
+	q.Routes = make([]*routev3.RouteConfiguration, len(p.Routes))
+	for i, r := range p.Routes {
+		c := proto.Clone(r).(*routev3.RouteConfiguration)
+		for _, vh := range c.VirtualHosts {
+			vh.Domains = append(vh.Domains, vh.Domains[0])
+		}
+		q.Routes[i] = c
+	}
 	q.Digest = p.Digest + "/nack"
 	return &q
 }
