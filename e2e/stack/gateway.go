@@ -16,7 +16,7 @@ func (s *Stack) startGateway(ctx context.Context) error {
 	p := s.opts.Ports
 	s.External = Gateway{HTTP: hostPort("127.0.0.1", p.ExternalHTTP), HTTPS: hostPort("127.0.0.1", p.ExternalHTTPS)}
 	s.Internal = Gateway{HTTP: hostPort(s.BridgeIP, p.InternalHTTP), HTTPS: hostPort(s.BridgeIP, p.InternalHTTPS)}
-	sluice := s.bin("sluice")
+	sluice := s.sluiceBin()
 	switch {
 	case s.opts.SkipSluice:
 		s.SluiceSkipReason = "asked to skip"
@@ -92,7 +92,7 @@ func (s *Stack) startEnvoy(ctx context.Context, name string, i int, replicas []i
 		xdsAddrs = append(xdsAddrs, hostPort("127.0.0.1", p.XDS+j))
 	}
 	bootstrap := s.path(name + ".yaml")
-	out, err := exec.CommandContext(ctx, s.bin("sluice"), "bootstrap",
+	out, err := exec.CommandContext(ctx, s.sluiceBin(), "bootstrap",
 		"--xds-address", strings.Join(xdsAddrs, ","),
 		"--node-id", name,
 		"--node-cluster", ExternalGWName,
@@ -152,6 +152,41 @@ func (s *Stack) StartEnvoy(ctx context.Context, name string, replicas ...int) (a
 			}
 		}
 	}, nil
+}
+
+func (s *Stack) sluiceBin() string {
+	if s.opts.SluiceBin != "" {
+		return s.opts.SluiceBin
+	}
+	return s.bin("sluice")
+}
+
+// StartGateway starts the controller replicas and Envoys with the sluice
+// binary bin, on a stack started with SkipSluice or after StopGateway: a
+// benchmark compares two builds on one stack and one set of objects.
+func (s *Stack) StartGateway(ctx context.Context, bin string) error {
+	s.opts.SkipSluice, s.opts.SluiceBin, s.SluiceSkipReason = false, bin, ""
+	return s.startGateway(ctx)
+}
+
+// StopGateway stops every controller replica and Envoy.
+func (s *Stack) StopGateway() {
+	s.mu.Lock()
+	var stop, keep []*proc
+	for _, p := range s.procs {
+		if strings.HasPrefix(p.name, "sluice-") || strings.HasPrefix(p.name, "envoy-") {
+			stop = append(stop, p)
+		} else {
+			keep = append(keep, p)
+		}
+	}
+	s.procs = keep
+	s.envoys = 0
+	s.SluiceStarted = false
+	s.mu.Unlock()
+	for _, p := range stop {
+		p.stop(10 * time.Second)
+	}
 }
 
 func exists(path string) bool {

@@ -89,6 +89,7 @@ type Options struct {
 	Envoys      int    // default 1
 	Controllers int    // Sluice controller replicas, default 1
 	SkipSluice  bool   // do not start Sluice and Envoy even if bin/sluice exists
+	SluiceBin   string // the sluice binary, default BinDir/sluice
 	SkipPods    bool   // do not start the pod runner
 	// Serving installs Knative Serving (hack/build-serving.sh builds it)
 	// once Sluice runs, with Sluice as its ingress.

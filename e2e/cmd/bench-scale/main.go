@@ -1,0 +1,477 @@
+// Command bench-scale measures what one KIngress change costs with N
+// KIngresses present, on the local stack with real Envoys, for one or
+// more sluice builds on the same objects in the same run:
+//
+//	go run ./e2e/cmd/bench-scale -n 1000 -bin before=/tmp/sluice-old -bin after=bin/sluice
+//
+// The N KIngresses are shaped as Knative Serving makes them (a ClusterLocal
+// rule with three hosts, an ExternalIP rule, a 90/10 split over two
+// revision Services with appendHeaders) in 100 namespaces. Revision
+// Services are headless and have no endpoints, so a served host gets
+// Envoy's own 503 and an unknown one 404: no request leaves Envoy.
+//
+// Per build it prints and writes to e2e/results/:
+//   - P1: from a create (or an update adding a host) to every Envoy serving
+//     it: 16 requests in a row on fresh connections answered 503 (the
+//     Envoys share the listener port, so each request lands on either);
+//   - P2: bytes each Envoy received from xDS per change (its
+//     cluster.sluice-xds.upstream_cx_rx_bytes_total);
+//   - P3: cold start, controller and Envoys new, to a sample of hosts served;
+//   - P4: controller RSS once settled; P5: Envoy heap per KIngress.
+//
+// Figures are printed, never asserted: the machine is shared and noisy.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"knative.dev/networking/pkg/apis/networking"
+	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+	clientset "knative.dev/networking/pkg/client/clientset/versioned"
+
+	"sluice.dev/sluice/e2e/stack"
+)
+
+type binFlag []string
+
+func (b *binFlag) String() string     { return strings.Join(*b, ",") }
+func (b *binFlag) Set(v string) error { *b = append(*b, v); return nil }
+
+type run struct {
+	Name, Bin       string
+	N               int
+	CreateMs        []float64 `json:"create_ms"`
+	UpdateMs        []float64 `json:"update_ms"`
+	BytesPerChange  []float64 `json:"bytes_per_change_per_envoy"`
+	ColdStartMs     float64   `json:"cold_start_ms"`
+	ControllerRSS   int64     `json:"controller_rss_bytes"`
+	ControllerCPUms float64   `json:"controller_cpu_ms_cold_start"`
+	EnvoyHeap       []int64   `json:"envoy_heap_bytes"`
+}
+
+const (
+	namespaces = 100
+	class      = "sluice.ingress.networking.knative.dev"
+	need       = 16 // requests in a row answered by a served route
+)
+
+func main() {
+	n := flag.Int("n", 1000, "KIngresses present")
+	creates := flag.Int("creates", 30, "creates measured")
+	updates := flag.Int("updates", 10, "updates measured")
+	sample := flag.Int("sample", 50, "hosts probed for the cold start")
+	profile := flag.Duration("profile", 0, "if set, save a CPU profile of the controller's first this long to e2e/results/")
+	var bins binFlag
+	flag.Var(&bins, "bin", "name=path of a sluice build (repeat to compare; default after=bin/sluice)")
+	flag.Parse()
+	if len(bins) == 0 {
+		bins = binFlag{"current=bin/sluice"}
+	}
+	ctx := context.Background()
+	st, err := stack.Start(ctx, stack.Options{SkipSluice: true, SkipPods: true, Envoys: 2, Controllers: 1})
+	check(err)
+	defer st.Stop()
+	cfg := *st.RESTConfig
+	cfg.QPS, cfg.Burst = 500, 1000
+	kube := kubernetes.NewForConfigOrDie(&cfg)
+	kn := clientset.NewForConfigOrDie(&cfg)
+
+	start := time.Now()
+	check(populate(ctx, kube, kn, *n, *creates))
+	fmt.Printf("created %d KIngresses and %d Services in %s\n", *n, 2*(*n+*creates), time.Since(start).Round(time.Second))
+
+	var runs []run
+	for _, b := range bins {
+		name, path, ok := strings.Cut(b, "=")
+		if !ok {
+			name, path = filepath.Base(b), b
+		}
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(st.Options().Root, path)
+		}
+		r := run{Name: name, Bin: path, N: *n}
+		if *profile > 0 {
+			go saveProfile(st, filepath.Join(st.Options().Root, "e2e", "results", fmt.Sprintf("bench-scale-%d-%s-cold.pprof", *n, name)), *profile)
+		}
+		check(measure(ctx, st, kn, &r, *n, *creates, *updates, *sample))
+		runs = append(runs, r)
+		st.StopGateway()
+	}
+	report(runs)
+	out := filepath.Join(st.Options().Root, "e2e", "results", fmt.Sprintf("bench-scale-%d-%s.json", *n, time.Now().UTC().Format("20060102-150405")))
+	check(os.MkdirAll(filepath.Dir(out), 0o755))
+	b, _ := json.MarshalIndent(runs, "", "  ")
+	check(os.WriteFile(out, b, 0o644))
+	fmt.Println("results in", out)
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-scale:", err)
+		os.Exit(1)
+	}
+}
+
+func nsOf(i int) string  { return fmt.Sprintf("bench-%02d", i%namespaces) }
+func svcOf(i int) string { return fmt.Sprintf("svc-%05d", i) }
+func hostOf(i int) string {
+	return svcOf(i) + "." + nsOf(i) + ".example.com"
+}
+
+// kingress is what Serving makes for a Service with a 90/10 canary.
+func kingress(i int) *v1alpha1.Ingress {
+	ns, name := nsOf(i), svcOf(i)
+	split := func(rev string, pct int) v1alpha1.IngressBackendSplit {
+		return v1alpha1.IngressBackendSplit{
+			IngressBackend: v1alpha1.IngressBackend{ServiceNamespace: ns, ServiceName: rev, ServicePort: intstr.FromInt32(80)},
+			Percent:        pct,
+			AppendHeaders:  map[string]string{"Knative-Serving-Revision": rev, "Knative-Serving-Namespace": ns},
+		}
+	}
+	http := &v1alpha1.HTTPIngressRuleValue{Paths: []v1alpha1.HTTPIngressPath{{
+		Splits: []v1alpha1.IngressBackendSplit{split(name+"-00001", 90), split(name+"-00002", 10)},
+	}}}
+	local := name + "." + ns
+	return &v1alpha1.Ingress{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: map[string]string{networking.IngressClassAnnotationKey: class}},
+		Spec: v1alpha1.IngressSpec{HTTPOption: v1alpha1.HTTPOptionEnabled, Rules: []v1alpha1.IngressRule{{
+			Hosts: []string{local, local + ".svc", local + ".svc.cluster.local"}, Visibility: v1alpha1.IngressVisibilityClusterLocal, HTTP: http,
+		}, {
+			Hosts: []string{hostOf(i)}, Visibility: v1alpha1.IngressVisibilityExternalIP, HTTP: http,
+		}}},
+	}
+}
+
+func services(i int) []*corev1.Service {
+	var out []*corev1.Service
+	for _, rev := range []string{"-00001", "-00002"} {
+		out = append(out, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: nsOf(i), Name: svcOf(i) + rev},
+			Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Ports: []corev1.ServicePort{{
+				Name: "http", Port: 80, TargetPort: intstr.FromInt32(8012),
+			}}},
+		})
+	}
+	return out
+}
+
+// populate creates the namespaces, the Services of every ingress (also of
+// those created later) and the first n ingresses, concurrently.
+func populate(ctx context.Context, kube kubernetes.Interface, kn clientset.Interface, n, extra int) error {
+	for i := 0; i < namespaces; i++ {
+		_, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: nsOf(i)}}, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+	}
+	return parallel(n+extra, func(i int) error {
+		for _, s := range services(i) {
+			if _, err := kube.CoreV1().Services(s.Namespace).Create(ctx, s, metav1.CreateOptions{}); err != nil {
+				return err
+			}
+		}
+		if i >= n {
+			return nil
+		}
+		_, err := kn.NetworkingV1alpha1().Ingresses(nsOf(i)).Create(ctx, kingress(i), metav1.CreateOptions{})
+		return err
+	})
+}
+
+func parallel(n int, f func(int) error) error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	next := make(chan int)
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := f(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return first
+}
+
+func measure(ctx context.Context, st *stack.Stack, kn clientset.Interface, r *run, n, creates, updates, sample int) error {
+	fmt.Printf("== %s (%s): cold start with %d KIngresses\n", r.Name, r.Bin, n)
+	t0 := time.Now()
+	if err := st.StartGateway(ctx, r.Bin); err != nil {
+		return err
+	}
+	hosts := rand.Perm(n)[:min(sample, n)]
+	for _, i := range hosts {
+		if _, err := waitServed(hostOf(i), st.External.HTTP, 5*time.Minute); err != nil {
+			return err
+		}
+	}
+	r.ColdStartMs = ms(time.Since(t0))
+	r.ControllerCPUms = cpuMs(st.Pid("sluice-0"))
+	fmt.Printf("   %d sampled hosts served %.0f ms after start (controller CPU %.0f ms)\n", len(hosts), r.ColdStartMs, r.ControllerCPUms)
+	settle(st)
+
+	before := rxBytes(st)
+	for k := 0; k < creates; k++ {
+		i := n + k
+		t := time.Now()
+		if _, err := kn.NetworkingV1alpha1().Ingresses(nsOf(i)).Create(ctx, kingress(i), metav1.CreateOptions{}); err != nil {
+			return err
+		}
+		at, err := waitServed(hostOf(i), st.External.HTTP, time.Minute)
+		if err != nil {
+			return err
+		}
+		r.CreateMs = append(r.CreateMs, ms(at.Sub(t)))
+		time.Sleep(100 * time.Millisecond)
+	}
+	for k := 0; k < updates; k++ {
+		i := k * (n / max(updates, 1))
+		ing, err := kn.NetworkingV1alpha1().Ingresses(nsOf(i)).Get(ctx, svcOf(i), metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		tag := fmt.Sprintf("%s-%s-%d.%s.example.com", r.Name, svcOf(i), k, nsOf(i))
+		ing.Spec.Rules[1].Hosts = append(ing.Spec.Rules[1].Hosts, tag)
+		t := time.Now()
+		if _, err := kn.NetworkingV1alpha1().Ingresses(nsOf(i)).Update(ctx, ing, metav1.UpdateOptions{}); err != nil {
+			return err
+		}
+		at, err := waitServed(tag, st.External.HTTP, time.Minute)
+		if err != nil {
+			return err
+		}
+		r.UpdateMs = append(r.UpdateMs, ms(at.Sub(t)))
+		time.Sleep(100 * time.Millisecond)
+	}
+	after := rxBytes(st)
+	for e := range after {
+		r.BytesPerChange = append(r.BytesPerChange, float64(after[e]-before[e])/float64(creates+updates))
+	}
+	settle(st)
+	r.ControllerRSS = rss(st.Pid("sluice-0"))
+	for e := 0; e < 2; e++ {
+		r.EnvoyHeap = append(r.EnvoyHeap, int64(envoyStat(st, e, "server.memory_allocated")))
+	}
+	// Put the objects back as they were for the next build.
+	if err := parallel(creates, func(k int) error {
+		return kn.NetworkingV1alpha1().Ingresses(nsOf(n+k)).Delete(ctx, svcOf(n+k), metav1.DeleteOptions{})
+	}); err != nil {
+		return err
+	}
+	return parallel(updates, func(k int) error {
+		i := k * (n / max(updates, 1))
+		ing, err := kn.NetworkingV1alpha1().Ingresses(nsOf(i)).Get(ctx, svcOf(i), metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		ing.Spec = kingress(i).Spec
+		_, err = kn.NetworkingV1alpha1().Ingresses(nsOf(i)).Update(ctx, ing, metav1.UpdateOptions{})
+		return err
+	})
+}
+
+// saveProfile fetches a CPU profile from the controller as soon as its
+// admin port answers.
+func saveProfile(st *stack.Stack, path string, d time.Duration) {
+	base := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile", st.Options().Ports.SluiceAdmin)
+	for i := 0; i < 2000; i++ {
+		resp, err := http.Get(fmt.Sprintf("%s?seconds=%d", base, int(d.Seconds())))
+		if err != nil {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(path)
+		if err == nil {
+			_, _ = io.Copy(f, resp.Body)
+			f.Close()
+			fmt.Println("   CPU profile in", path)
+		}
+		return
+	}
+}
+
+var probe = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
+
+// waitServed returns when the first of need requests in a row, each on a
+// new connection, got Envoy's 503 for host.
+func waitServed(host, addr string, timeout time.Duration) (time.Time, error) {
+	deadline := time.Now().Add(timeout)
+	var first time.Time
+	run := 0
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+		req.Host = host
+		now := time.Now()
+		resp, err := probe.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		if err == nil && resp.StatusCode == http.StatusServiceUnavailable {
+			if run == 0 {
+				first = now
+			}
+			if run++; run == need {
+				return first, nil
+			}
+			continue
+		}
+		run = 0
+		time.Sleep(time.Millisecond)
+	}
+	return time.Time{}, fmt.Errorf("%s not served within %s", host, timeout)
+}
+
+// settle waits until the controller's CPU use drops below 5 % for a second.
+func settle(st *stack.Stack) {
+	pid := st.Pid("sluice-0")
+	last := cpuMs(pid)
+	for i := 0; i < 120; i++ {
+		time.Sleep(time.Second)
+		now := cpuMs(pid)
+		if now-last < 50 {
+			return
+		}
+		last = now
+	}
+}
+
+func rxBytes(st *stack.Stack) []float64 {
+	return []float64{
+		envoyStat(st, 0, "cluster.sluice-xds.upstream_cx_rx_bytes_total"),
+		envoyStat(st, 1, "cluster.sluice-xds.upstream_cx_rx_bytes_total"),
+	}
+}
+
+func envoyStat(st *stack.Stack, i int, name string) float64 {
+	url := fmt.Sprintf("http://127.0.0.1:%d/stats?filter=^%s$", st.Options().Ports.EnvoyAdmin+i, strings.ReplaceAll(name, ".", `\.`))
+	resp, err := http.Get(url)
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	var v float64
+	var got string
+	if _, err := fmt.Fscanf(resp.Body, "%s %f", &got, &v); err != nil {
+		return -1
+	}
+	return v
+}
+
+func rss(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			var kb int64
+			fmt.Sscan(f[1], &kb)
+			return kb << 10
+		}
+	}
+	return -1
+}
+
+// cpuMs is the user plus system CPU time of pid (clock ticks of 10 ms).
+func cpuMs(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	var u, k float64
+	fmt.Sscan(f[11], &u)
+	fmt.Sscan(f[12], &k)
+	return (u + k) * 10
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func pct(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	i := int(p/100*float64(len(s)-1) + 0.5)
+	return s[i]
+}
+
+func mean(xs []float64) float64 {
+	t := 0.0
+	for _, x := range xs {
+		t += x
+	}
+	return t / float64(max(len(xs), 1))
+}
+
+func report(runs []run) {
+	fmt.Printf("\n| N = %d | %s |\n|---|", runs[0].N, names(runs))
+	for range runs {
+		fmt.Print("---:|")
+	}
+	fmt.Println()
+	row := func(label string, f func(r run) string) {
+		fmt.Printf("| %s |", label)
+		for _, r := range runs {
+			fmt.Printf(" %s |", f(r))
+		}
+		fmt.Println()
+	}
+	row("P1 create -> served, p50 / p90 / p99 / max", func(r run) string {
+		return fmt.Sprintf("%.0f / %.0f / %.0f / %.0f ms", pct(r.CreateMs, 50), pct(r.CreateMs, 90), pct(r.CreateMs, 99), pct(r.CreateMs, 100))
+	})
+	row("P1 update -> served, p50 / max", func(r run) string {
+		return fmt.Sprintf("%.0f / %.0f ms", pct(r.UpdateMs, 50), pct(r.UpdateMs, 100))
+	})
+	row("P2 bytes to one Envoy per change", func(r run) string { return fmt.Sprintf("%.1f KB", mean(r.BytesPerChange)/1000) })
+	row("P3 cold start, sample served", func(r run) string { return fmt.Sprintf("%.1f s", r.ColdStartMs/1000) })
+	row("controller CPU until then", func(r run) string { return fmt.Sprintf("%.1f s", r.ControllerCPUms/1000) })
+	row("P4 controller RSS settled", func(r run) string { return fmt.Sprintf("%d MiB", r.ControllerRSS>>20) })
+	row("P5 Envoy heap per KIngress", func(r run) string {
+		h := 0.0
+		for _, x := range r.EnvoyHeap {
+			h += float64(x)
+		}
+		return fmt.Sprintf("%.0f KiB", h/float64(max(len(r.EnvoyHeap), 1))/float64(r.N)/1024)
+	})
+}
+
+func names(runs []run) string {
+	var s []string
+	for _, r := range runs {
+		s = append(s, r.Name)
+	}
+	return strings.Join(s, " | ")
+}
