@@ -73,12 +73,24 @@ func (c *fullStateCache) UpdateResources(update map[string]types.Resource, remov
 	return err
 }
 
-// CreateWatch answers at once when the request's version is not the
-// current one, and otherwise on the next update.
-func (c *fullStateCache) CreateWatch(req *cache.Request, _ cache.Subscription, out chan cache.Response) (func(), error) {
+// sotwFullState says whether Envoy reads a SotW response of typeURL as
+// the whole set of that type.
+func sotwFullState(typeURL string) bool {
+	return typeURL == scopeType || cache.ResourceRequiresFullStateInSotw(typeURL)
+}
+
+// versionKey is the one entry of the returned resources this cache hands
+// the server, which gives it back with the stream's next request: the
+// version the stream last got. (The version_info Envoy echoes is the
+// tracker's, not ours.)
+const versionKey = "sluice.dev/full-state-version"
+
+// CreateWatch answers at once when the stream has not had the current
+// version, and otherwise on the next update.
+func (c *fullStateCache) CreateWatch(req *cache.Request, sub cache.Subscription, out chan cache.Response) (func(), error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if req.GetVersionInfo() != c.version {
+	if sub.ReturnedResources()[versionKey] != c.version {
 		out <- c.responseLocked(req)
 		return func() {}, nil
 	}
@@ -135,5 +147,7 @@ func (r *fullResponse) GetDiscoveryResponse() (*discovery.DiscoveryResponse, err
 func (r *fullResponse) GetRequest() *discovery.DiscoveryRequest { return r.req }
 func (r *fullResponse) GetVersion() (string, error)             { return r.version, nil }
 func (r *fullResponse) GetResponseVersion() string              { return r.version }
-func (r *fullResponse) GetReturnedResources() map[string]string { return nil }
-func (r *fullResponse) GetContext() context.Context             { return context.Background() }
+func (r *fullResponse) GetReturnedResources() map[string]string {
+	return map[string]string{versionKey: r.version}
+}
+func (r *fullResponse) GetContext() context.Context { return context.Background() }

@@ -33,22 +33,20 @@ func TestPeersCountInSynced(t *testing.T) {
 	e.request(ListenerType)
 	e.ack(e.expect(ListenerType, "http"))
 
-	waitSynced := func(want string, behind bool) {
+	rc := []Ref{{TypeURL: RouteType, Name: "rc", Version: Version(snap.Routes["rc"])}}
+	wait := func(what string, ok func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
-		for {
-			synced, late := a.Synced(a.Generation())
-			if behind && slices.Equal(late, []string{want}) || !behind && slices.Equal(synced, []string{want}) {
-				return
-			}
+		for !ok() {
 			if time.Now().After(deadline) {
-				t.Fatalf("A: synced %v behind %v; want %s %s", synced, late, want, map[bool]string{true: "behind", false: "synced"}[behind])
+				t.Fatalf("A: %s", what)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	waitSynced("envoy-on-b", true) // routes not yet ACKed on B
+	wait("envoy-on-b synced on listeners", func() bool { s, _ := a.Synced(a.Generation()); return slices.Equal(s, []string{"envoy-on-b"}) })
+	wait("envoy-on-b behind on the route", func() bool { return slices.Equal(a.Behind(rc), []string{"envoy-on-b"}) })
 	e.request(RouteType, "rc")
 	e.ack(e.expect(RouteType, "rc"), "rc")
-	waitSynced("envoy-on-b", false)
+	wait("envoy-on-b holding the route", func() bool { return len(a.Behind(rc)) == 0 })
 }

@@ -71,9 +71,6 @@ type Server struct {
 	peers      *Peers         // Envoys of other replicas, if any
 	ready      bool
 	closed     bool
-
-	memoMu sync.Mutex
-	memo   syncMemo
 }
 
 // New builds a Server and starts its update loop; Close stops it.
@@ -247,7 +244,7 @@ func (s *Server) openLocked() {
 		s.syncLocked(t, s.desired[t], true, true)
 	}
 	s.ready = true
-	s.setAppliedLocked(s.desiredGen, routingRefs(s.desired))
+	s.setAppliedLocked(s.desiredGen, listenerRefs(s.desired))
 	s.gate.openGate(func(err error) { s.log.Error("xds: forwarding a parked watch", zap.Error(err)) })
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.log.Info("xds: serving")
@@ -255,6 +252,13 @@ func (s *Server) openLocked() {
 
 // Nodes returns the state of every connected Envoy, sorted by node id.
 func (s *Server) Nodes() []NodeStatus { return s.tracker.snapshot() }
+
+// NodeIDs lists the ids of the connected Envoys, in no order.
+func (s *Server) NodeIDs() []string { return s.tracker.nodeIDs() }
+
+// Rejections lists the standing rejections of the connected Envoys, in no
+// order; unlike Nodes it costs the number of rejections only.
+func (s *Server) Rejections() []Rejection { return s.tracker.rejections() }
 
 // Acked returns the ids of the connected Envoys that hold resource name of
 // typeURL at version (see Version), sorted.

@@ -75,7 +75,9 @@ func TestClustersAndEndpointsBeforeRoutes(t *testing.T) {
 		e := newSotwEnvoy(t, s.addr, "envoy-1")
 		e.boot([]string{"a"})
 
-		if err := s.SetSnapshot(snapshot([]string{"a", "b"}, []string{"a", "b"})); err != nil {
+		next := snapshot([]string{"a", "b"}, []string{"a", "b"})
+		rc := []Ref{{TypeURL: RouteType, Name: "rc", Version: Version(next.Routes["rc"])}}
+		if err := s.SetSnapshot(next); err != nil {
 			t.Fatal(err)
 		}
 		gen := s.Generation()
@@ -90,17 +92,14 @@ func TestClustersAndEndpointsBeforeRoutes(t *testing.T) {
 		e.none() // nor while it has no endpoints
 		e.ack(eds, "a", "b")
 		rds := e.expect(RouteType, "rc")
-		if synced, behind := s.Synced(gen); len(synced) != 0 || !slices.Equal(behind, []string{"envoy-1"}) {
-			t.Fatalf("Synced before the route ACK: %v, %v", synced, behind)
+		if behind := s.Behind(rc); !slices.Equal(behind, []string{"envoy-1"}) {
+			t.Fatalf("Behind before the route ACK: %v", behind)
 		}
-		if synced, _ := s.Synced(gen - 1); !slices.Equal(synced, []string{"envoy-1"}) {
-			t.Fatalf("Synced(previous) before the route ACK: %v", synced)
+		if synced, _ := s.Synced(gen); !slices.Equal(synced, []string{"envoy-1"}) {
+			t.Fatalf("listeners unchanged, yet not Synced: %v", synced)
 		}
 		e.ack(rds, "rc")
-		eventually(t, "envoy-1 to be synced", func() bool {
-			synced, behind := s.Synced(gen)
-			return slices.Equal(synced, []string{"envoy-1"}) && len(behind) == 0
-		})
+		eventually(t, "envoy-1 to hold the new route", func() bool { return len(s.Behind(rc)) == 0 })
 		e.none()
 	})
 	t.Run("delta", func(t *testing.T) {

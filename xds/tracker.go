@@ -76,9 +76,6 @@ type tracker struct {
 	streams map[streamKey]*streamState
 	nodes   map[string]int // node id -> open streams
 	subs    map[chan struct{}]struct{}
-	// epoch counts notifications: an answer computed from the tracker
-	// holds as long as the epoch has not moved.
-	epoch uint64
 }
 
 type streamState struct {
@@ -155,12 +152,6 @@ func (t *tracker) subscribe() (<-chan struct{}, func()) {
 	}
 }
 
-func (t *tracker) currentEpoch() uint64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.epoch
-}
-
 func (t *tracker) notify() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -168,7 +159,6 @@ func (t *tracker) notify() {
 }
 
 func (t *tracker) notifyLocked() {
-	t.epoch++
 	for ch := range t.subs {
 		select {
 		case ch <- struct{}{}:
@@ -422,7 +412,7 @@ func (t *tracker) onResponse(id int64, resp *discovery.DiscoveryResponse) {
 		return
 	}
 	ts, _ := st.typeState(typeURL)
-	full := cache.ResourceRequiresFullStateInSotw(typeURL)
+	full := sotwFullState(typeURL)
 	if full {
 		clear(ts.sent)
 		ts.sentSum = 0
@@ -544,6 +534,34 @@ func (t *tracker) snapshot() []NodeStatus {
 	return out
 }
 
+func (t *tracker) nodeIDs() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Collect(maps.Keys(t.nodes))
+}
+
+// Rejection is a standing rejection by one node of one resource.
+type Rejection struct {
+	Node, TypeURL, Name string
+	ResourceError
+}
+
+// rejections walks only the error maps: the controller asks on every
+// Envoy event, so it must not copy what the nodes hold.
+func (t *tracker) rejections() []Rejection {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []Rejection
+	for id, v := range t.viewsLocked() {
+		for typeURL, ts := range v.types {
+			for name, e := range ts.errors {
+				out = append(out, Rejection{Node: id, TypeURL: typeURL, Name: name, ResourceError: e})
+			}
+		}
+	}
+	return out
+}
+
 func (t *tracker) acked(typeURL, name, version string) []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -629,6 +647,14 @@ func (v *nodeView) holdsExactly(refs []ref) bool {
 
 func (v *nodeView) holds(r ref) bool {
 	ts := v.types[r.typeURL]
+	if r.version == "" {
+		// Removed: the node must have let it go.
+		if ts == nil {
+			return true
+		}
+		_, has := ts.acked[r.name]
+		return !has
+	}
 	if r.typeURL == routeType || r.typeURL == scopeType {
 		// Envoy asks for scopes and route configurations once it has the
 		// listener using them, so a node that takes listeners must get

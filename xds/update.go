@@ -84,7 +84,8 @@ func (s *Server) kickLoop() {
 // syncLocked moves one type of the served state towards want: upserting
 // resources whose version differs, and deleting those not in want if
 // deletes is set. Only changed resources reach the cache, so only their
-// subscribers hear about them. It returns the refs that changed.
+// subscribers hear about them. It returns the refs that changed, a
+// removed one with an empty version.
 func (s *Server) syncLocked(typeURL string, want map[string]entry, upserts, deletes bool) []ref {
 	served := s.served[typeURL]
 	var update map[string]types.Resource
@@ -122,6 +123,9 @@ func (s *Server) syncLocked(typeURL string, want map[string]entry, upserts, dele
 	s.served = maps.Clone(s.served)
 	s.served[typeURL] = next
 	sort.Strings(remove)
+	for _, name := range remove {
+		changed = append(changed, ref{typeURL: typeURL, name: name})
+	}
 	if err := s.caches[typeURL].UpdateResources(update, remove); err != nil {
 		s.log.Error("xds: updating cache", zap.String("type", typeLabel(typeURL)), zap.Error(err))
 	}
@@ -187,11 +191,14 @@ func (s *Server) round() {
 	}
 
 	s.mu.Lock()
-	s.syncLocked(routeType, d[routeType], true, false)
-	s.syncLocked(scopeType, d[scopeType], true, true)
-	s.syncLocked(listenerType, d[listenerType], true, true)
-	hold := routingRefs(d)
-	s.setAppliedLocked(dGen, hold)
+	// What this round changed in routing (scopes and listeners removed
+	// count too) is what Envoys must hold before anything it leaves
+	// unused goes.
+	var hold []ref
+	hold = append(hold, s.syncLocked(routeType, d[routeType], true, false)...)
+	hold = append(hold, s.syncLocked(scopeType, d[scopeType], true, true)...)
+	hold = append(hold, s.syncLocked(listenerType, d[listenerType], true, true)...)
+	s.setAppliedLocked(dGen, listenerRefs(d))
 	stale := false
 	for _, t := range []string{clusterType, endpointType, secretType, routeType} {
 		for name := range s.served[t] {
@@ -205,7 +212,8 @@ func (s *Server) round() {
 		return
 	}
 
-	// Envoys must hold d's listeners, scopes and routes before anything goes.
+	// Envoys must hold this round's listeners, scopes and routes before
+	// anything goes.
 	if !s.tracker.waitSettled(s.ctx, hold, s.opts.AckTimeout) && s.ctx.Err() == nil {
 		s.log.Warn("xds: Envoys did not ACK new routes in time; removing unused resources anyway")
 	}
@@ -231,25 +239,19 @@ func (s *Server) round() {
 	}
 }
 
-// routingRefs are the listeners and scopes of st and the route
-// configurations they use: what an Envoy must hold to route as st says.
-func routingRefs(st state) []ref {
+// listenerRefs are the listeners of st. Routes and scopes belong to one
+// ingress each and are checked per ingress (Behind); listeners are shared,
+// so readiness checks them per generation (Synced).
+func listenerRefs(st state) []ref {
 	var out []ref
-	for _, t := range []string{listenerType, scopeType} {
-		for name, e := range st[t] {
-			out = append(out, ref{typeURL: t, name: name, version: e.version})
-		}
-	}
-	for name := range routeNames(st[listenerType], st[scopeType]) {
-		if e, ok := st[routeType][name]; ok {
-			out = append(out, ref{typeURL: routeType, name: name, version: e.version})
-		}
+	for name, e := range st[listenerType] {
+		out = append(out, ref{typeURL: listenerType, name: name, version: e.version})
 	}
 	return out
 }
 
-// setAppliedLocked records that generation gen's listeners and routes
-// (refs) are served. A few recent rounds are kept, so that an Envoy holding
+// setAppliedLocked records that generation gen's listeners (refs) are
+// served. A few recent rounds are kept, so that an Envoy holding
 // any of them counts as synced even while newer rounds go out.
 func (s *Server) setAppliedLocked(gen uint64, refs []ref) {
 	if n := len(s.applied); n > 0 && s.applied[n-1].gen == gen {
@@ -279,26 +281,12 @@ func (s *Server) Generation() uint64 {
 }
 
 // Synced splits the connected Envoys (by node id, sorted) into those that
-// route as generation gen or a later one says, having ACKed its listeners
-// and the route configurations they use, and those behind (including any
-// that rejected them). Clusters go out before routes (see the package
+// hold the listeners of generation gen or a later one, and those behind
+// (including any that rejected them). Clusters go out before routes (see the package
 // documentation), so a synced Envoy has the clusters too. The last few
 // rounds count, so constant updates do not keep every Envoy behind.
 // Subscribe signals when the answer may have changed.
 func (s *Server) Synced(gen uint64) (synced, behind []string) {
-	// Every ingress asks about its own generation, most about the same
-	// one: answer each generation once per tracker epoch, not once per
-	// ingress, as the check walks every route an Envoy must hold.
-	epoch := s.tracker.currentEpoch()
-	s.memoMu.Lock()
-	if s.memo.epoch != epoch || s.memo.byGen == nil {
-		s.memo = syncMemo{epoch: epoch, byGen: map[uint64][2][]string{}}
-	} else if r, ok := s.memo.byGen[gen]; ok {
-		s.memoMu.Unlock()
-		return slices.Clone(r[0]), slices.Clone(r[1])
-	}
-	s.memoMu.Unlock()
-
 	s.mu.Lock()
 	var rounds [][]ref
 	for _, r := range s.applied {
@@ -312,19 +300,30 @@ func (s *Server) Synced(gen uint64) (synced, behind []string) {
 	if peers != nil {
 		others = peers.views()
 	}
-	synced, behind = s.tracker.synced(rounds, others)
-	s.memoMu.Lock()
-	if s.memo.epoch == epoch {
-		s.memo.byGen[gen] = [2][]string{synced, behind}
-	}
-	s.memoMu.Unlock()
-	return slices.Clone(synced), slices.Clone(behind)
+	return s.tracker.synced(rounds, others)
 }
 
-// syncMemo holds Synced's answers for one tracker epoch.
-type syncMemo struct {
-	epoch uint64
-	byGen map[uint64][2][]string
+// Ref names one resource at one version (see Version).
+type Ref struct{ TypeURL, Name, Version string }
+
+// Behind lists the connected Envoys, and the peers' ones, that do not
+// hold every one of refs at exactly its version: an ingress's own route
+// configurations and scopes, say. It costs the number of refs, not of
+// resources served.
+func (s *Server) Behind(refs []Ref) []string {
+	rs := make([]ref, len(refs))
+	for i, r := range refs {
+		rs[i] = ref{typeURL: r.TypeURL, name: r.Name, version: r.Version}
+	}
+	var others map[string]*nodeView
+	s.mu.Lock()
+	peers := s.peers
+	s.mu.Unlock()
+	if peers != nil {
+		others = peers.views()
+	}
+	_, behind := s.tracker.synced([][]ref{rs}, others)
+	return behind
 }
 
 // SetPeers makes Synced also count the Envoys of the other replicas that

@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -173,9 +174,19 @@ func (k sink) Publish(out *translator.Output, eps map[string]*endpointv3.Cluster
 	return k.s.Generation(), nil
 }
 
-func (k sink) Behind(gen uint64) []string {
+// Behind checks the shared listeners by generation and the ingress's own
+// route configurations and scopes by content, which costs one ingress
+// however many are served.
+func (k sink) Behind(gen uint64, p *translator.Piece) []string {
+	refs := make([]xds.Ref, 0, len(p.Routes)+len(p.Scopes))
+	for _, r := range p.Routes {
+		refs = append(refs, xds.Ref{TypeURL: xds.RouteType, Name: r.Name, Version: xds.Version(r)})
+	}
+	for _, sc := range p.Scopes {
+		refs = append(refs, xds.Ref{TypeURL: xds.ScopeType, Name: sc.Name, Version: xds.Version(sc)})
+	}
 	_, behind := k.s.Synced(gen)
-	return behind
+	return slices.Compact(slices.Sorted(slices.Values(append(behind, k.s.Behind(refs)...))))
 }
 
 func (k sink) Subscribe() (<-chan struct{}, func()) { return k.s.Subscribe() }
@@ -187,13 +198,11 @@ func (k sink) Current(typeURL, name string) string { return k.s.Served(typeURL, 
 func (k sink) Rejections() []controller.Rejection {
 	var out []controller.Rejection
 	ours := map[string]bool{}
-	for _, n := range k.s.Nodes() {
-		ours[n.ID] = true
-		for typeURL, ts := range n.Types {
-			for name, e := range ts.Errors {
-				out = append(out, controller.Rejection{Node: n.ID, TypeURL: typeURL, Name: name, Version: e.Version, Error: e.Error})
-			}
-		}
+	for _, id := range k.s.NodeIDs() {
+		ours[id] = true
+	}
+	for _, r := range k.s.Rejections() {
+		out = append(out, controller.Rejection{Node: r.Node, TypeURL: r.TypeURL, Name: r.Name, Version: r.Version, Error: r.Error})
 	}
 	if k.peers != nil {
 		for _, n := range k.peers.Nacks() {

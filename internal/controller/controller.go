@@ -41,9 +41,10 @@ type Sink interface {
 	Publish(out *translator.Output, endpoints map[string]*endpointv3.ClusterLoadAssignment) (uint64, error)
 	// PublishEndpoints hands over changed assignments only.
 	PublishEndpoints(endpoints map[string]*endpointv3.ClusterLoadAssignment) error
-	// Synced lists the connected Envoys that do not yet route as
-	// generation gen (or a later one) says.
-	Behind(gen uint64) []string
+	// Behind lists the connected Envoys that do not yet serve p: that lack
+	// its route configurations and scopes at exactly their versions, or
+	// the listeners of generation gen (or a later one).
+	Behind(gen uint64, p *translator.Piece) []string
 	// Subscribe signals whenever Behind's or Rejections' answer may have
 	// changed.
 	Subscribe() (<-chan struct{}, func())

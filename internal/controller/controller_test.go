@@ -49,7 +49,7 @@ func (f *fakeSink) Publish(out *translator.Output, eps map[string]*endpointv3.Cl
 }
 
 // Behind: an Envoy "slow" holds generation acked only.
-func (f *fakeSink) Behind(gen uint64) []string {
+func (f *fakeSink) Behind(gen uint64, _ *translator.Piece) []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.slow && gen > f.acked {

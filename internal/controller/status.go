@@ -41,7 +41,7 @@ func (c *Controller) desiredStatus(ing *v1alpha1.Ingress) (st *v1alpha1.IngressS
 	if status == nil {
 		// Ready means served: wait until every connected Envoy routes as
 		// the state holding this generation says.
-		if behind := c.sink.Behind(gen); len(behind) > 0 {
+		if behind := c.sink.Behind(gen, p); len(behind) > 0 {
 			c.mu.Lock()
 			c.waiting.Insert(key)
 			c.mu.Unlock()
