@@ -90,6 +90,10 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 	return &bootstrapv3.Bootstrap{
 		Node:  &corev3.Node{Id: o.NodeID, Cluster: o.NodeCluster},
 		Admin: &bootstrapv3.Admin{Address: socket(ahost, aport)},
+		// A cluster's traffic stats are made when first used: most
+		// revisions of a Knative fleet sit idle or at zero, and every
+		// revision is a cluster.
+		DeferredStatOptions: &bootstrapv3.Bootstrap_DeferredStatOptions{EnableDeferredCreationStats: true},
 		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
 			AdsConfig: &corev3.ApiConfigSource{
 				ApiType:             apiType,
