@@ -138,3 +138,29 @@ func TestDeletionGives404(t *testing.T) {
 type errStatus int
 
 func (e errStatus) Error() string { return http.StatusText(int(e)) }
+
+// Hosts match in any letter case and with any port, as Envoy's virtual
+// hosts do, though routing picks the ingress by an exact scope key; a
+// client cannot pick another ingress's scope with the key header, and the
+// backend never sees it.
+func TestHostCaseAndPort(t *testing.T) {
+	backend(t, "case", 1)
+	host := "case.sluice-e2e.example.com"
+	createIngress(t, "case", v1alpha1.IngressSpec{Rules: []v1alpha1.IngressRule{
+		ext(host, httpPath("", split("case", 100, nil))),
+	}})
+	c := client(st.External.HTTP)
+	for _, h := range []string{host, "CASE.Sluice-E2E.Example.COM", host + ":80", "Case.sluice-e2e.example.com:8080"} {
+		code, e, _ := do(t, c, "http://"+h+"/", nil)
+		if code != http.StatusOK || e.Name != "case" {
+			t.Errorf("Host %s: %d from %q, want 200 from case", h, code, e.Name)
+		}
+		if len(e.Headers["X-Sluice-Scope"]) != 0 {
+			t.Errorf("Host %s: the backend saw the scope key %v", h, e.Headers["X-Sluice-Scope"])
+		}
+	}
+	forged := map[string]string{"X-Sluice-Scope": "external-http/" + host}
+	if code, _, _ := do(t, c, "http://unknown.sluice-e2e.example.com/", forged); code != http.StatusNotFound {
+		t.Errorf("unknown host with a forged scope key: %d, want 404", code)
+	}
+}

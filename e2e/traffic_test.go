@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
 )
 
@@ -199,4 +201,38 @@ func podIP(t *testing.T, name string) string {
 		t.Fatalf("pod %s has no IP: %v", name, err)
 	}
 	return p.Status.PodIP
+}
+
+// A thousand updates at 50 a second (each moving the split and a header)
+// while clients send requests without pause: not one may fail.
+func TestSteadyClientThrough1000Updates(t *testing.T) {
+	backend(t, "steady-a", 1)
+	backend(t, "steady-b", 1)
+	host := "steady.sluice-e2e.example.com"
+	spec := func(i int) v1alpha1.IngressSpec {
+		a := 100 - i%101
+		p := httpPath("", split("steady-a", a, map[string]string{"X-Gen": fmt.Sprint(i)}), split("steady-b", 100-a, nil))
+		return v1alpha1.IngressSpec{Rules: []v1alpha1.IngressRule{ext(host, p)}}
+	}
+	waitReady(t, createIngress(t, "steady", spec(0)))
+	p := startProber(host, 2, 1<<40)
+	start := time.Now()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var ing *v1alpha1.Ingress
+	for i := 1; i <= 1000; i++ {
+		<-tick.C
+		// A merge patch of the spec: no conflict with the status writes.
+		patch, err := json.Marshal(map[string]any{"spec": spec(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ing, err = kn.NetworkingV1alpha1().Ingresses(ns).Patch(context.Background(), "steady", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Fatalf("update %d: %v", i, err)
+		}
+	}
+	took := time.Since(start)
+	waitReady(t, ing)
+	t.Logf("1,000 updates in %s (%.0f/s)", took.Round(time.Millisecond), 1000/took.Seconds())
+	p.finish(t)
 }
