@@ -1,0 +1,157 @@
+package xds
+
+import (
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"testing"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/stream/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+// deltaStream plays the server's part for one stream: it keeps the
+// subscription, applies each response's returned resources, and opens the
+// next watch with the next request.
+type deltaStream struct {
+	t      *testing.T
+	c      *deltaCache
+	sub    stream.Subscription
+	ch     chan cache.DeltaResponse
+	cancel func()
+	got    int // responses
+}
+
+func openStream(t *testing.T, c *deltaCache, subscribe []string) *deltaStream {
+	s := &deltaStream{t: t, c: c, ch: make(chan cache.DeltaResponse, 1)}
+	s.sub = stream.NewDeltaSubscription(subscribe, nil, nil, true)
+	s.watch(&discovery.DeltaDiscoveryRequest{TypeUrl: c.typeURL, ResourceNamesSubscribe: subscribe})
+	return s
+}
+
+func (s *deltaStream) watch(req *discovery.DeltaDiscoveryRequest) {
+	cancel, err := s.c.CreateDeltaWatch(req, s.sub, s.ch)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.cancel = cancel
+}
+
+// drain applies a pending response, if any, and ACKs it.
+func (s *deltaStream) drain() {
+	select {
+	case r := <-s.ch:
+		s.got++
+		if _, err := r.GetDeltaDiscoveryResponse(); err != nil {
+			s.t.Fatal(err)
+		}
+		s.sub.SetReturnedResources(r.GetReturnedResources())
+		s.watch(&discovery.DeltaDiscoveryRequest{TypeUrl: s.c.typeURL, ResponseNonce: fmt.Sprint(s.got)})
+	default:
+	}
+}
+
+// change is a request changing the subscription (the server cancels the
+// watch first, as go-control-plane's does).
+func (s *deltaStream) change(subscribe, unsubscribe []string) {
+	s.cancel()
+	s.drain()
+	s.cancel()
+	s.sub.UpdateResourceSubscriptions(subscribe, unsubscribe)
+	s.watch(&discovery.DeltaDiscoveryRequest{TypeUrl: s.c.typeURL, ResponseNonce: "n", ResourceNamesSubscribe: subscribe, ResourceNamesUnsubscribe: unsubscribe})
+}
+
+// The stream ends up with exactly what it subscribes to, at the current
+// versions, whatever the order of updates, removals and subscription
+// changes; and mostly through the log, not full comparisons.
+func TestDeltaCacheConverges(t *testing.T) {
+	for _, wildcard := range []bool{true, false} {
+		t.Run(fmt.Sprint("wildcard=", wildcard), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(1, 2))
+			c := newDeltaCache(RouteType, newFullStateCache(cache.NewLinearCache(RouteType)))
+			name := func() string { return fmt.Sprintf("r%d", rng.IntN(40)) }
+			var subscribe []string
+			if !wildcard {
+				for i := 0; i < 20; i++ {
+					subscribe = append(subscribe, name())
+				}
+			}
+			s := openStream(t, c, subscribe)
+			for step := 0; step < 3000; step++ {
+				switch k := rng.IntN(10); {
+				case k < 6:
+					set := map[string]entry{}
+					for i := rng.IntN(3); i >= 0; i-- {
+						m := route(name(), fmt.Sprint("c", rng.IntN(5)))
+						set[m.Name] = entry{msg: m, version: Version(m)}
+					}
+					if err := c.update(set, nil); err != nil {
+						t.Fatal(err)
+					}
+				case k < 8:
+					if err := c.update(nil, []string{name()}); err != nil {
+						t.Fatal(err)
+					}
+				case !wildcard:
+					if rng.IntN(2) == 0 {
+						s.change([]string{name()}, nil)
+					} else {
+						s.change(nil, []string{name()})
+					}
+				}
+				s.drain()
+				want := map[string]string{}
+				for n, it := range c.items {
+					if _, ok := s.sub.SubscribedResources()[n]; ok || s.sub.IsWildcard() {
+						want[n] = it.version
+					}
+				}
+				if got := s.sub.ReturnedResources(); !maps.Equal(got, want) {
+					t.Fatalf("step %d: stream holds %v, want %v", step, got, want)
+				}
+			}
+			if s.got < 100 {
+				t.Fatalf("only %d responses", s.got)
+			}
+			// A stream with no response yet is compared in full; after
+			// that, its map is known.
+			if c.fullRuns > 5 {
+				t.Fatalf("%d full comparisons for %d responses", c.fullRuns, s.got)
+			}
+		})
+	}
+}
+
+// Responses carry each resource with its version, and removals.
+func TestDeltaCacheResponse(t *testing.T) {
+	c := newDeltaCache(RouteType, cache.NewLinearCache(RouteType))
+	a, b := route("a", "x"), route("b", "y")
+	if err := c.update(map[string]entry{"a": {msg: a, version: Version(a)}, "b": {msg: b, version: Version(b)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	s := openStream(t, c, nil)
+	r := <-s.ch
+	resp, err := r.GetDeltaDiscoveryResponse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Resources) != 2 || resp.Resources[0].Name != "a" || resp.Resources[0].Version != Version(a) {
+		t.Fatalf("first response: %v", resp.Resources)
+	}
+	var back routev3.RouteConfiguration
+	if err := resp.Resources[1].Resource.UnmarshalTo(&back); err != nil || !proto.Equal(&back, b) {
+		t.Fatalf("resource b: %v %v", &back, err)
+	}
+	s.sub.SetReturnedResources(r.GetReturnedResources())
+	s.watch(&discovery.DeltaDiscoveryRequest{TypeUrl: RouteType, ResponseNonce: "1"})
+	if err := c.update(nil, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ = (<-s.ch).GetDeltaDiscoveryResponse()
+	if len(resp.Resources) != 0 || len(resp.RemovedResources) != 1 || resp.RemovedResources[0] != "a" {
+		t.Fatalf("removal: %v", resp)
+	}
+}
