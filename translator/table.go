@@ -24,6 +24,19 @@ type Output struct {
 	// Table's own map, updated in place by later Builds: read it only
 	// under the lock that guards Build.
 	Backends map[string]Backend
+	// Edits says what this Build changed since the previous one, so that
+	// a consumer need not compare everything.
+	Edits Edits
+}
+
+// Edits names what one Build added, replaced or removed. All is set on the
+// first Build of a table (everything is new).
+type Edits struct {
+	All bool
+	// Names of the route configurations, scopes and clusters changed, sorted.
+	Routes, Scopes, Clusters []string
+	// Whether the (short) lists of secrets and listeners changed.
+	Secrets, Listeners bool
 }
 
 // Table holds the current Piece of every ingress and assembles them. Host
@@ -264,7 +277,8 @@ func (t *Table) settle() map[string]*Error {
 }
 
 // Build assembles the resources of every served ingress. It reuses the
-// last result when nothing changed; the result must not be modified.
+// last result when nothing changed (its Edits then repeat the last ones,
+// which applying again changes nothing); the result must not be modified.
 func (t *Table) Build() *Output {
 	if !t.dirty {
 		t.changed = nil
@@ -376,6 +390,14 @@ func (t *Table) Build() *Output {
 	out := &Output{Backends: t.backends}
 	if t.out != nil {
 		*out = *t.out
+	}
+	out.Edits = Edits{
+		All:       t.out == nil,
+		Routes:    sortedKeys(routeEdits),
+		Scopes:    sortedKeys(scopeEdits),
+		Clusters:  sortedKeys(clusterEdits),
+		Secrets:   secretsChanged,
+		Listeners: tlsChanged,
 	}
 	if len(routeEdits) > 0 {
 		t.routes = patchSorted(t.routes, routeEdits, func(r *routev3.RouteConfiguration) string { return r.Name })

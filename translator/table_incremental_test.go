@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
@@ -66,6 +68,7 @@ func TestTableIncrementalMatchesFresh(t *testing.T) {
 			d = nil
 		}
 		inc := NewTable(cfg, d)
+		copyOf := edited{}
 		for step := 0; step < 400; step++ {
 			if rng.Intn(4) == 0 && inc.Len() > 0 {
 				keys := inc.Keys()
@@ -90,6 +93,11 @@ func TestTableIncrementalMatchesFresh(t *testing.T) {
 			if diff := outputDiff(got, want); diff != "" {
 				t.Fatalf("step %d: incremental build differs from a fresh one: %s", step, diff)
 			}
+			// A copy kept up to date with Edits alone stays equal.
+			copyOf.apply(got)
+			if diff := copyOf.diff(got); diff != "" {
+				t.Fatalf("step %d: a copy following Edits differs: %s", step, diff)
+			}
 			for _, k := range keys {
 				if a, b := fmt.Sprint(inc.Status(k)), fmt.Sprint(fresh.Status(k)); a != b {
 					t.Fatalf("step %d: %s status %s, fresh %s", step, k, a, b)
@@ -112,6 +120,7 @@ func outputDiff(a, b *Output) string {
 	for _, g := range []group{
 		{"listeners", asMessages(a.Listeners), asMessages(b.Listeners)},
 		{"routes", asMessages(a.Routes), asMessages(b.Routes)},
+		{"scopes", asMessages(a.Scopes), asMessages(b.Scopes)},
 		{"clusters", asMessages(a.Clusters), asMessages(b.Clusters)},
 		{"secrets", asMessages(a.Secrets), asMessages(b.Secrets)},
 	} {
@@ -130,6 +139,66 @@ func outputDiff(a, b *Output) string {
 	for k, v := range a.Backends {
 		if b.Backends[k] != v {
 			return fmt.Sprintf("backend %s: %v vs %v", k, v, b.Backends[k])
+		}
+	}
+	return ""
+}
+
+// edited is what a consumer keeps by applying each Build's Edits.
+type edited struct{ routes, scopes, clusters map[string]proto.Message }
+
+func (e *edited) apply(o *Output) {
+	index := func(msgs []proto.Message, name func(proto.Message) string) map[string]proto.Message {
+		out := map[string]proto.Message{}
+		for _, m := range msgs {
+			out[name(m)] = m
+		}
+		return out
+	}
+	routes := index(asMessages(o.Routes), func(m proto.Message) string { return m.(*routev3.RouteConfiguration).Name })
+	scopes := index(asMessages(o.Scopes), func(m proto.Message) string { return m.(*routev3.ScopedRouteConfiguration).Name })
+	clusters := index(asMessages(o.Clusters), func(m proto.Message) string { return m.(*clusterv3.Cluster).Name })
+	if o.Edits.All {
+		e.routes, e.scopes, e.clusters = routes, scopes, clusters
+		return
+	}
+	for _, g := range []struct {
+		have  map[string]proto.Message
+		now   map[string]proto.Message
+		names []string
+	}{{e.routes, routes, o.Edits.Routes}, {e.scopes, scopes, o.Edits.Scopes}, {e.clusters, clusters, o.Edits.Clusters}} {
+		for _, n := range g.names {
+			if m, ok := g.now[n]; ok {
+				g.have[n] = m
+			} else {
+				delete(g.have, n)
+			}
+		}
+	}
+}
+
+func (e *edited) diff(o *Output) string {
+	for _, g := range []struct {
+		kind string
+		have map[string]proto.Message
+		want []proto.Message
+	}{{"routes", e.routes, asMessages(o.Routes)}, {"scopes", e.scopes, asMessages(o.Scopes)}, {"clusters", e.clusters, asMessages(o.Clusters)}} {
+		if len(g.have) != len(g.want) {
+			return fmt.Sprintf("%s: %d vs %d", g.kind, len(g.have), len(g.want))
+		}
+		for _, m := range g.want {
+			var name string
+			switch v := m.(type) {
+			case *routev3.RouteConfiguration:
+				name = v.Name
+			case *routev3.ScopedRouteConfiguration:
+				name = v.Name
+			case *clusterv3.Cluster:
+				name = v.Name
+			}
+			if !proto.Equal(g.have[name], m) {
+				return fmt.Sprintf("%s %s differs", g.kind, name)
+			}
 		}
 	}
 	return ""

@@ -54,9 +54,14 @@ func (c *csds) StreamClientStatus(stream statusv3.ClientStatusDiscoveryService_S
 // replica, each tagged with the replica's name. Node matchers filter on
 // node id (metadata matchers are not supported and match every node).
 func (s *Server) clientStatus(req *statusv3.ClientStatusRequest) *statusv3.ClientStatusResponse {
-	s.mu.Lock()
-	served := s.served
-	s.mu.Unlock()
+	// Served versions are read under the lock, one at a time: the state
+	// changes in place.
+	served := func(typeURL, name string) (entry, bool) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		e, ok := s.served[typeURL][name]
+		return e, ok
+	}
 	out := &statusv3.ClientStatusResponse{}
 	for _, n := range s.tracker.snapshot() {
 		if !matchNode(req.GetNodeMatchers(), n.ID) {
@@ -77,7 +82,7 @@ func (s *Server) clientStatus(req *statusv3.ClientStatusRequest) *statusv3.Clien
 			}
 			for _, name := range slices.Sorted(maps.Keys(names)) {
 				cc.GenericXdsConfigs = append(cc.GenericXdsConfigs,
-					genericConfig(typeURL, name, ts, served[typeURL], !req.GetExcludeResourceContents()))
+					genericConfig(typeURL, name, ts, served, !req.GetExcludeResourceContents()))
 			}
 		}
 		out.Config = append(out.Config, cc)
@@ -85,10 +90,10 @@ func (s *Server) clientStatus(req *statusv3.ClientStatusRequest) *statusv3.Clien
 	return out
 }
 
-func genericConfig(typeURL, name string, ts TypeStatus, served map[string]entry, contents bool) *statusv3.ClientConfig_GenericXdsConfig {
+func genericConfig(typeURL, name string, ts TypeStatus, served func(typeURL, name string) (entry, bool), contents bool) *statusv3.ClientConfig_GenericXdsConfig {
 	g := &statusv3.ClientConfig_GenericXdsConfig{TypeUrl: typeURL, Name: name}
 	acked, isAcked := ts.Acked[name]
-	cur, isServed := served[name]
+	cur, isServed := served(typeURL, name)
 	g.VersionInfo = acked
 	switch {
 	case isAcked:

@@ -83,8 +83,8 @@ type entry struct {
 	size    int
 }
 
-// state is a full set of resources by type URL and name. A state is never
-// modified once built; updates build a new one.
+// state is a full set of resources by type URL and name, changed in place
+// under the server's lock.
 type state map[string]map[string]entry
 
 func checkType(typeURL string, m proto.Message) bool {
@@ -142,34 +142,16 @@ func lookup(maps []map[string]entry, name string) (entry, bool) {
 	return entry{}, false
 }
 
-// references returns the EDS service name of every EDS cluster (keyed by
-// cluster name) and the route configurations the listeners use via RDS.
-func edsNames(clusters map[string]entry) map[string]string {
-	out := make(map[string]string)
-	for name, e := range clusters {
-		refs := cache.GetResourceReferences(map[string]types.ResourceWithTTL{name: {Resource: e.msg}})
-		for eds := range refs[endpointType] {
-			out[name] = eds
-		}
+// edsName is the EDS service name of an EDS cluster ("" for others).
+func edsName(name string, e entry) string {
+	if e.msg == nil {
+		return ""
 	}
-	return out
-}
-
-// routeNames lists the route configurations that listeners (through RDS)
-// and scopes use.
-func routeNames(listeners, scopes map[string]entry) map[string]bool {
-	in := make(map[string]types.ResourceWithTTL, len(listeners))
-	for name, e := range listeners {
-		in[name] = types.ResourceWithTTL{Resource: e.msg}
+	refs := cache.GetResourceReferences(map[string]types.ResourceWithTTL{name: {Resource: e.msg}})
+	for eds := range refs[endpointType] {
+		return eds
 	}
-	out := cache.GetResourceReferences(in)[routeType]
-	if out == nil {
-		out = map[string]bool{}
-	}
-	for _, e := range scopes {
-		out[e.msg.(*routev3.ScopedRouteConfiguration).GetRouteConfigurationName()] = true
-	}
-	return out
+	return ""
 }
 
 // Type URLs, for Acked and Served.

@@ -51,7 +51,7 @@ type Server struct {
 	log     *zap.Logger
 	opts    Options
 	m       *metrics
-	caches  map[string]resourceCache
+	caches  map[string]*deltaCache
 	gate    *gate
 	tracker *tracker
 	xds     serverv3.Server
@@ -63,8 +63,10 @@ type Server struct {
 	done   chan struct{}
 
 	mu         sync.Mutex
-	desired    state // latest state handed in
-	served     state // what the caches hold
+	desired    state                          // latest state handed in
+	served     state                          // what the caches hold
+	dirty      map[string]map[string]struct{} // names changed in desired since the last round, by type
+	size       map[string]int                 // encoded bytes served, by type
 	gen        uint64
 	desiredGen uint64         // generation of desired
 	applied    []appliedRound // recent generations whose routes are served
@@ -91,12 +93,14 @@ func New(log *zap.Logger, opts Options) *Server {
 		log:     log,
 		opts:    opts,
 		m:       newMetrics(opts.Registry),
-		caches:  map[string]resourceCache{},
+		caches:  map[string]*deltaCache{},
 		health:  health.NewServer(),
 		kick:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		desired: state{},
 		served:  state{},
+		dirty:   map[string]map[string]struct{}{},
+		size:    map[string]int{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cpLog := cpLogger{log.Sugar()}
@@ -106,14 +110,16 @@ func New(log *zap.Logger, opts Options) *Server {
 		Caches:        map[string]cache.Cache{},
 	}
 	for _, t := range allTypes {
-		var c resourceCache = cache.NewLinearCache(t, cache.WithLogger(cpLog))
+		var sotw resourceCache = cache.NewLinearCache(t, cache.WithLogger(cpLog))
 		if t == scopeType {
-			c = newFullStateCache(c.(*cache.LinearCache))
+			sotw = newFullStateCache(sotw.(*cache.LinearCache))
 		}
+		c := newDeltaCache(t, sotw)
 		s.caches[t] = c
 		mux.Caches[t] = c
 		s.desired[t] = map[string]entry{}
 		s.served[t] = map[string]entry{}
+		s.dirty[t] = map[string]struct{}{}
 	}
 	s.gate = newGate(mux)
 	s.tracker = newTracker(s.m)
@@ -241,7 +247,8 @@ func (s *Server) openLocked() {
 		return
 	}
 	for _, t := range allTypes {
-		s.syncLocked(t, s.desired[t], true, true)
+		s.applyLocked(t, s.desired[t], nil)
+		s.dirty[t] = map[string]struct{}{}
 	}
 	s.ready = true
 	s.setAppliedLocked(s.desiredGen, listenerRefs(s.desired))

@@ -717,7 +717,9 @@ func (t *tracker) waitSettled(ctx context.Context, refs []ref, timeout time.Dura
 	}
 }
 
-const checkEvery = 10 * time.Millisecond
+// A round's refs are what it changed, so a check is cheap: ACKs that come
+// together are still looked at together.
+const checkEvery = time.Millisecond
 
 // hashMemo remembers the name and version of encoded resources. SotW
 // responses carry no per-resource versions, so each one would otherwise be

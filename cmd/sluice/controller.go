@@ -12,29 +12,23 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/protobuf/proto"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientset "knative.dev/networking/pkg/client/clientset/versioned"
 
 	"sluice.dev/sluice/internal/controller"
+	"sluice.dev/sluice/internal/xdssink"
 	"sluice.dev/sluice/translator"
 	"sluice.dev/sluice/xds"
 )
@@ -114,7 +108,7 @@ func runController(args []string, stderr io.Writer) error {
 		pr = xds.NewPeers(log.Named("peers"), strings.Split(*peers, ","), 0)
 		srv.SetPeers(pr)
 	}
-	ctrl := controller.New(log.Named("controller"), kube, kn, sink{srv, pr}, controller.NewMetrics(reg), opts)
+	ctrl := controller.New(log.Named("controller"), kube, kn, xdssink.New(srv, pr), controller.NewMetrics(reg), opts)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -148,82 +142,6 @@ func runController(args []string, stderr io.Writer) error {
 		err = nil
 	}
 	return err
-}
-
-// sink adapts the xDS server to the controller.
-type sink struct {
-	s     *xds.Server
-	peers *xds.Peers // nil without --peers
-}
-
-func (k sink) Publish(out *translator.Output, eps map[string]*endpointv3.ClusterLoadAssignment) (uint64, error) {
-	snap := xds.Snapshot{
-		Clusters:  byName(out.Clusters, func(c *clusterv3.Cluster) string { return c.Name }),
-		Listeners: byName(out.Listeners, func(l *listenerv3.Listener) string { return l.Name }),
-		Routes:    byName(out.Routes, func(r *routev3.RouteConfiguration) string { return r.Name }),
-		Scopes:    byName(out.Scopes, func(s *routev3.ScopedRouteConfiguration) string { return s.Name }),
-		Secrets:   byName(out.Secrets, func(s *tlsv3.Secret) string { return s.Name }),
-		Endpoints: make(map[string]proto.Message, len(eps)),
-	}
-	for k, v := range eps {
-		snap.Endpoints[k] = v
-	}
-	if err := k.s.SetSnapshot(snap); err != nil {
-		return 0, err
-	}
-	return k.s.Generation(), nil
-}
-
-// Behind checks the shared listeners by generation and the ingress's own
-// route configurations and scopes by content, which costs one ingress
-// however many are served.
-func (k sink) Behind(gen uint64, p *translator.Piece) []string {
-	refs := make([]xds.Ref, 0, len(p.Routes)+len(p.Scopes))
-	for _, r := range p.Routes {
-		refs = append(refs, xds.Ref{TypeURL: xds.RouteType, Name: r.Name, Version: xds.Version(r)})
-	}
-	for _, sc := range p.Scopes {
-		refs = append(refs, xds.Ref{TypeURL: xds.ScopeType, Name: sc.Name, Version: xds.Version(sc)})
-	}
-	_, behind := k.s.Synced(gen)
-	return slices.Compact(slices.Sorted(slices.Values(append(behind, k.s.Behind(refs)...))))
-}
-
-func (k sink) Subscribe() (<-chan struct{}, func()) { return k.s.Subscribe() }
-
-func (k sink) Current(typeURL, name string) string { return k.s.Served(typeURL, name) }
-
-// Rejections are those of our Envoys and of the peers' (a node on both
-// counts once).
-func (k sink) Rejections() []controller.Rejection {
-	var out []controller.Rejection
-	ours := map[string]bool{}
-	for _, id := range k.s.NodeIDs() {
-		ours[id] = true
-	}
-	for _, r := range k.s.Rejections() {
-		out = append(out, controller.Rejection{Node: r.Node, TypeURL: r.TypeURL, Name: r.Name, Version: r.Version, Error: r.Error})
-	}
-	if k.peers != nil {
-		for _, n := range k.peers.Nacks() {
-			if !ours[n.Node] {
-				out = append(out, controller.Rejection(n))
-			}
-		}
-	}
-	return out
-}
-
-func (k sink) PublishEndpoints(eps map[string]*endpointv3.ClusterLoadAssignment) error {
-	return k.s.SetEndpoints(eps)
-}
-
-func byName[T proto.Message](in []T, name func(T) string) map[string]proto.Message {
-	out := make(map[string]proto.Message, len(in))
-	for _, m := range in {
-		out[name(m)] = m
-	}
-	return out
 }
 
 func serveAdmin(ctx context.Context, lis net.Listener, reg *prometheus.Registry, ready func() bool) error {

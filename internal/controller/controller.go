@@ -6,6 +6,8 @@ package controller
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -109,6 +111,7 @@ type Controller struct {
 	backends map[string]translator.Backend
 	// EDS clusters per Service ("ns/name"), from the last publish
 	clustersBySvc map[string][]string
+	clusterSvc    map[string]string // cluster -> "namespace/service", for clustersBySvc
 	published     bool
 	// last status seen per ingress key, to find which changed on a build
 	lastStatus map[string]string
@@ -394,26 +397,42 @@ func (c *Controller) publishLoop(ctx context.Context) {
 	}
 }
 
-// publish builds the full state and hands it to the sink, then queues a
+// publish builds the state and hands its change to the sink, then queues a
 // status update for every ingress whose outcome changed.
 func (c *Controller) publish() error {
 	start := time.Now()
 	c.mu.Lock()
 	out := c.table.Build()
-	eds := make(map[string]*endpointv3.ClusterLoadAssignment, len(out.Backends))
-	bySvc := map[string][]string{}
-	for name, b := range out.Backends {
-		if b.External {
+	// Assignments of the clusters the Build changed (all of them on a
+	// table's first Build), kept up to date with their Services.
+	names := out.Edits.Clusters
+	if out.Edits.All || c.eds == nil {
+		c.eds, c.clusterSvc, c.clustersBySvc = map[string]*endpointv3.ClusterLoadAssignment{}, map[string]string{}, map[string][]string{}
+		names = slices.Collect(maps.Keys(out.Backends))
+	}
+	eds := make(map[string]*endpointv3.ClusterLoadAssignment, len(names))
+	for _, name := range names {
+		if svc, ok := c.clusterSvc[name]; ok {
+			c.clustersBySvc[svc] = slices.DeleteFunc(c.clustersBySvc[svc], func(n string) bool { return n == name })
+			if len(c.clustersBySvc[svc]) == 0 {
+				delete(c.clustersBySvc, svc)
+			}
+			delete(c.clusterSvc, name)
+		}
+		b, ok := out.Backends[name]
+		if !ok || b.External {
+			delete(c.eds, name)
 			continue
 		}
-		bySvc[b.Namespace+"/"+b.Service] = append(bySvc[b.Namespace+"/"+b.Service], name)
-		cla, ok := c.eds[name]
-		if !ok {
-			cla = translator.LoadAssignment(name, b, c.slicesFor(b.Namespace, b.Service))
-		}
+		svc := b.Namespace + "/" + b.Service
+		c.clusterSvc[name] = svc
+		c.clustersBySvc[svc] = append(c.clustersBySvc[svc], name)
+		cla := translator.LoadAssignment(name, b, c.slicesFor(b.Namespace, b.Service))
+		c.eds[name] = cla
 		eds[name] = cla
 	}
-	c.eds, c.backends, c.clustersBySvc = eds, out.Backends, bySvc
+	c.backends = out.Backends
+	nEDS := len(c.eds)
 	changed := c.changedStatuses()
 	c.mu.Unlock()
 
@@ -421,7 +440,7 @@ func (c *Controller) publish() error {
 	if err != nil {
 		return err
 	}
-	c.metrics.observePublish(time.Since(start), out, len(eds))
+	c.metrics.observePublish(time.Since(start), out, nEDS)
 	c.mu.Lock()
 	c.published = true
 	for _, k := range changed {
@@ -616,7 +635,7 @@ func (c *Controller) watchEnvoys(ctx context.Context) {
 		}
 		c.checkRejections()
 		c.mu.Lock()
-		keys := sets.List(c.waiting)
+		keys := c.waiting.UnsortedList()
 		c.mu.Unlock()
 		for _, k := range keys {
 			c.statusQueue.Add(k)

@@ -1,0 +1,102 @@
+package xds
+
+import "slices"
+
+// setAppliedLocked records that generation gen's listeners (refs) are
+// served. A few recent rounds are kept, so that an Envoy holding
+// any of them counts as synced even while newer rounds go out.
+func (s *Server) setAppliedLocked(gen uint64, refs []ref) {
+	if n := len(s.applied); n > 0 && s.applied[n-1].gen == gen {
+		return
+	}
+	s.applied = append(s.applied, appliedRound{gen: gen, refs: refs})
+	if len(s.applied) > keepRounds {
+		s.applied = slices.Clone(s.applied[len(s.applied)-keepRounds:])
+	}
+	s.tracker.notify()
+}
+
+const keepRounds = 16
+
+type appliedRound struct {
+	gen  uint64
+	refs []ref
+}
+
+// Generation returns the generation of the latest SetSnapshot: 1 for the
+// first, counting up. Read it after SetSnapshot to learn which generation
+// carries a change (calls must not race for that).
+func (s *Server) Generation() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.desiredGen
+}
+
+// Synced splits the connected Envoys (by node id, sorted) into those that
+// hold the listeners of generation gen or a later one, and those behind
+// (including any that rejected them). Clusters go out before routes (see the package
+// documentation), so a synced Envoy has the clusters too. The last few
+// rounds count, so constant updates do not keep every Envoy behind.
+// Subscribe signals when the answer may have changed.
+func (s *Server) Synced(gen uint64) (synced, behind []string) {
+	s.mu.Lock()
+	var rounds [][]ref
+	for _, r := range s.applied {
+		if r.gen >= gen {
+			rounds = append(rounds, r.refs)
+		}
+	}
+	peers := s.peers
+	s.mu.Unlock()
+	var others map[string]*nodeView
+	if peers != nil {
+		others = peers.views()
+	}
+	return s.tracker.synced(rounds, others)
+}
+
+// Ref names one resource at one version (see Version).
+type Ref struct{ TypeURL, Name, Version string }
+
+// Behind lists the connected Envoys, and the peers' ones, that do not
+// hold every one of refs at exactly its version: an ingress's own route
+// configurations and scopes, say. It costs the number of refs, not of
+// resources served.
+func (s *Server) Behind(refs []Ref) []string {
+	rs := make([]ref, len(refs))
+	for i, r := range refs {
+		rs[i] = ref{typeURL: r.TypeURL, name: r.Name, version: r.Version}
+	}
+	var others map[string]*nodeView
+	s.mu.Lock()
+	peers := s.peers
+	s.mu.Unlock()
+	if peers != nil {
+		others = peers.views()
+	}
+	_, behind := s.tracker.synced([][]ref{rs}, others)
+	return behind
+}
+
+// SetPeers makes Synced also count the Envoys of the other replicas that
+// p watches (see Peers), and CSDS answer for them too.
+func (s *Server) SetPeers(p *Peers) {
+	p.mu.Lock()
+	p.onChange = s.tracker.notify
+	p.self = s.opts.Replica
+	p.mu.Unlock()
+	s.mu.Lock()
+	s.peers = p
+	s.mu.Unlock()
+}
+
+// listenerRefs are the listeners of st. Routes and scopes belong to one
+// ingress each and are checked per ingress (Behind); listeners are shared,
+// so readiness checks them per generation (Synced).
+func listenerRefs(st state) []ref {
+	var out []ref
+	for name, e := range st[listenerType] {
+		out = append(out, ref{typeURL: listenerType, name: name, version: e.version})
+	}
+	return out
+}
