@@ -76,7 +76,7 @@ func main() {
 	creates := flag.Int("creates", 30, "creates measured")
 	updates := flag.Int("updates", 10, "updates measured")
 	sample := flag.Int("sample", 50, "hosts probed for the cold start")
-	profile := flag.Duration("profile", 0, "if set, save a CPU profile of the controller's first this long to e2e/results/")
+	profile := flag.Duration("profile", 0, "if set, save CPU profiles of the controller's first this long and of the changes to e2e/results/")
 	var bins binFlag
 	flag.Var(&bins, "bin", "name=path of a sluice build (repeat to compare; default after=bin/sluice)")
 	flag.Parse()
@@ -109,7 +109,7 @@ func main() {
 		if *profile > 0 {
 			go saveProfile(st, filepath.Join(st.Options().Root, "e2e", "results", fmt.Sprintf("bench-scale-%d-%s-cold.pprof", *n, name)), *profile)
 		}
-		check(measure(ctx, st, kn, &r, *n, *creates, *updates, *sample))
+		check(measure(ctx, st, kn, &r, *n, *creates, *updates, *sample, *profile > 0))
 		runs = append(runs, r)
 		st.StopGateway()
 	}
@@ -222,7 +222,7 @@ func parallel(n int, f func(int) error) error {
 	return first
 }
 
-func measure(ctx context.Context, st *stack.Stack, kn clientset.Interface, r *run, n, creates, updates, sample int) error {
+func measure(ctx context.Context, st *stack.Stack, kn clientset.Interface, r *run, n, creates, updates, sample int, profile bool) error {
 	fmt.Printf("== %s (%s): cold start with %d KIngresses\n", r.Name, r.Bin, n)
 	t0 := time.Now()
 	if err := st.StartGateway(ctx, r.Bin); err != nil {
@@ -240,6 +240,9 @@ func measure(ctx context.Context, st *stack.Stack, kn clientset.Interface, r *ru
 	settle(st)
 
 	before := rxBytes(st)
+	if profile {
+		go saveProfile(st, filepath.Join(st.Options().Root, "e2e", "results", fmt.Sprintf("bench-scale-%d-%s-changes.pprof", n, r.Name)), 10*time.Second)
+	}
 	for k := 0; k < creates; k++ {
 		i := n + k
 		t := time.Now()
@@ -278,6 +281,9 @@ func measure(ctx context.Context, st *stack.Stack, kn clientset.Interface, r *ru
 	}
 	settle(st)
 	r.ControllerRSS = rss(st.Pid("sluice-0"))
+	if profile {
+		saveHeap(st, filepath.Join(st.Options().Root, "e2e", "results", fmt.Sprintf("bench-scale-%d-%s-heap.pprof", n, r.Name)))
+	}
 	for e := 0; e < 2; e++ {
 		r.EnvoyHeap = append(r.EnvoyHeap, int64(envoyStat(st, e, "server.memory_allocated")))
 	}
@@ -317,6 +323,20 @@ func saveProfile(st *stack.Stack, path string, d time.Duration) {
 			fmt.Println("   CPU profile in", path)
 		}
 		return
+	}
+}
+
+// saveHeap saves the controller's heap profile.
+func saveHeap(st *stack.Stack, path string) {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap", st.Options().Ports.SluiceAdmin))
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	if f, err := os.Create(path); err == nil {
+		_, _ = io.Copy(f, resp.Body)
+		f.Close()
+		fmt.Println("   heap profile in", path)
 	}
 }
 
