@@ -30,11 +30,12 @@ import (
 // subscribes. A map the cache does not know (a new stream, a forgotten
 // one) is compared in full once, as LinearCache would.
 //
-// SotW watches and Fetch go to the wrapped cache, which gets every update
-// too.
+// SotW watches and Fetch go to the wrapped cache, which is fed only once a
+// SotW watch has come: it holds a copy of every resource.
 type deltaCache struct {
-	resourceCache
-	typeURL string
+	sotw     resourceCache
+	sotwLive bool
+	typeURL  string
 
 	mu       sync.Mutex
 	seq      uint64
@@ -89,26 +90,28 @@ const (
 
 func newDeltaCache(typeURL string, sotw resourceCache) *deltaCache {
 	return &deltaCache{
-		resourceCache: sotw,
-		typeURL:       typeURL,
-		items:         map[string]*item{},
-		streams:       map[uintptr]*sent{},
-		watches:       map[*deltaWatch]struct{}{},
-		now:           time.Now,
+		sotw:    sotw,
+		typeURL: typeURL,
+		items:   map[string]*item{},
+		streams: map[uintptr]*sent{},
+		watches: map[*deltaWatch]struct{}{},
+		now:     time.Now,
 	}
 }
 
 // update applies a change (with versions computed by the server) and
 // answers the open delta watches it concerns.
 func (c *deltaCache) update(set map[string]entry, remove []string) error {
-	up := make(map[string]types.Resource, len(set))
-	for n, e := range set {
-		up[n] = e.msg
-	}
-	err := c.resourceCache.UpdateResources(up, remove)
-
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var err error
+	if c.sotwLive {
+		up := make(map[string]types.Resource, len(set))
+		for n, e := range set {
+			up[n] = e.msg
+		}
+		err = c.sotw.UpdateResources(up, remove)
+	}
 	c.seq++
 	changed := make([]string, 0, len(set)+len(remove))
 	for n, e := range set {
@@ -147,6 +150,30 @@ func (c *deltaCache) UpdateResources(set map[string]types.Resource, remove []str
 		es[n] = entry{msg: m, version: cache.HashResource(b), size: len(b)}
 	}
 	return c.update(es, remove)
+}
+
+// CreateWatch serves a SotW watch from the wrapped cache, loading it with
+// every resource on the first one.
+func (c *deltaCache) CreateWatch(req *cache.Request, sub cache.Subscription, out chan cache.Response) (func(), error) {
+	c.mu.Lock()
+	if !c.sotwLive {
+		all := make(map[string]types.Resource, len(c.items))
+		for n, it := range c.items {
+			all[n] = it.msg
+		}
+		if err := c.sotw.UpdateResources(all, nil); err != nil {
+			c.mu.Unlock()
+			return nil, err
+		}
+		c.sotwLive = true
+	}
+	c.mu.Unlock()
+	return c.sotw.CreateWatch(req, sub, out)
+}
+
+// Fetch is the wrapped cache's.
+func (c *deltaCache) Fetch(ctx context.Context, req *cache.Request) (cache.Response, error) {
+	return c.sotw.Fetch(ctx, req)
 }
 
 func (c *deltaCache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscription, out chan cache.DeltaResponse) (func(), error) {
