@@ -157,16 +157,16 @@ func New(log *zap.Logger, kube kubernetes.Interface, kn clientset.Interface, sin
 	}
 	c.table = translator.NewTable(c.cfg, nil)
 
-	c.kubeInformers = informers.NewSharedInformerFactory(kube, opts.Resync)
-	c.cmInformers = informers.NewSharedInformerFactoryWithOptions(kube, opts.Resync, informers.WithNamespace(opts.SystemNamespace))
-	secOpts := []informers.SharedInformerOption{}
+	c.kubeInformers = informers.NewSharedInformerFactoryWithOptions(kube, opts.Resync, informers.WithTransform(dropManagedFields))
+	c.cmInformers = informers.NewSharedInformerFactoryWithOptions(kube, opts.Resync, informers.WithNamespace(opts.SystemNamespace), informers.WithTransform(dropManagedFields))
+	secOpts := []informers.SharedInformerOption{informers.WithTransform(dropManagedFields)}
 	if !opts.WatchAllSecrets {
 		secOpts = append(secOpts, informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
 			lo.LabelSelector = networking.CertificateUIDLabelKey
 		}))
 	}
 	c.secInformers = informers.NewSharedInformerFactoryWithOptions(kube, opts.Resync, secOpts...)
-	c.knInformers = kinformers.NewSharedInformerFactory(kn, opts.Resync)
+	c.knInformers = kinformers.NewSharedInformerFactoryWithOptions(kn, opts.Resync, kinformers.WithTransform(dropManagedFields))
 
 	ingInf := c.knInformers.Networking().V1alpha1().Ingresses()
 	svcInf := c.kubeInformers.Core().V1().Services()
@@ -395,6 +395,17 @@ func (c *Controller) publishLoop(ctx context.Context) {
 			time.AfterFunc(time.Second, c.requestPublish)
 		}
 	}
+}
+
+// dropManagedFields keeps managedFields out of the informer caches: the
+// controller never reads them, and with tens of thousands of Services and
+// KIngresses they are a good part of its memory. (A status update without
+// them leaves the server's as they are.)
+func dropManagedFields(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
 }
 
 // publish builds the state and hands its change to the sink, then queues a
