@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 UNIT_PKGS := ./translator/... ./xds/... ./internal/... ./cmd/...
 
-.PHONY: all build test unit e2e conformance serving-conformance serving-conformance-ci bench fmt vet lint tools serving envoy up down demo clean manifest image
+.PHONY: all build test unit e2e conformance serving-conformance serving-conformance-ci bench bench-scale bench-scale-ci fmt vet lint tools serving envoy up down demo clean manifest image
 IMAGE ?= sluice:$(VERSION)
 
 all: build
@@ -16,8 +16,9 @@ build:
 # Every test: unit, then end to end on the local real stack (with Knative
 # Serving in the loop), then Knative's own ingress conformance suite (25
 # tests, alpha and beta too) and the subset of Serving's own e2e suite that
-# passes here reliably.
-test: lint unit e2e conformance serving-conformance-ci
+# passes here reliably; and the scale benchmark at a small N, to prove it
+# runs.
+test: lint unit e2e conformance serving-conformance-ci bench-scale-ci
 
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
@@ -71,6 +72,17 @@ serving-conformance-ci: build tools
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./translator/
 	SLUICE_XDS_SCALE=1000,10 $(GO) test -count=1 -run '^TestScale$$' -v ./xds/
+
+# What one KIngress change costs with N present, on the stack with two real
+# Envoys: `make bench-scale N=10000 BINS="before=/tmp/old after=bin/sluice"`
+# compares builds on the same objects (docs/benchmarks.md).
+N ?= 1000
+BINS ?= current=bin/sluice
+bench-scale: build tools
+	$(GO) run ./e2e/cmd/bench-scale -n $(N) $(foreach b,$(BINS),-bin $(b))
+
+bench-scale-ci: build tools
+	$(GO) run ./e2e/cmd/bench-scale -n 100 -creates 5 -updates 3
 
 # The stack with Knative Serving in the background (KUBECONFIG and gateway
 # addresses are printed); `go run ./e2e/cmd/stack up` for the bare one.

@@ -7,17 +7,22 @@
 //	srv := xds.New(log, xds.Options{Registry: prometheus.DefaultRegisterer})
 //	go srv.Serve(ctx, lis)          // or srv.Register(grpcServer)
 //	srv.SetSnapshot(xds.Snapshot{Clusters: ..., Listeners: ...}) // full state
+//	srv.Update(changed, removed)    // a change, at the cost of its size
 //	gen := srv.Generation()         // the generation carrying that state
 //	srv.SetEndpoints(changedCLAs)   // endpoint-only updates (upserts)
-//	synced, behind := srv.Synced(gen) // which Envoys route as gen says
+//	synced, behind := srv.Synced(gen) // which Envoys hold gen's listeners
+//	behind = srv.Behind(refs)       // which lack these resources at these versions
 //	ch, cancel := srv.Subscribe()   // signalled on every ACK/NACK/(dis)connect
 //
-// Caches. One go-control-plane LinearCache per type (clusters, endpoints,
-// listeners, routes, secrets) behind a MuxCache. The server diffs every new
-// state against what it serves by content and gives the caches only the
-// changed resources, in one UpdateResources call per type, so only
-// subscribers of a changed resource hear about it, an unchanged state sends
-// nothing, and endpoint updates touch EDS alone.
+// Caches. One cache per type (clusters, endpoints, secrets, listeners,
+// scopes, routes) behind a MuxCache: deltaCache answers delta watches from
+// a log of changed names (see deltacache.go); SotW watches go to a
+// go-control-plane LinearCache (for scopes, to fullStateCache, since Envoy
+// reads SotW SRDS as the whole set). The server keeps its desired and served
+// state by name and each round hands the caches only the names changed
+// since the last one, so only subscribers of a changed resource hear about
+// it, an unchanged state sends nothing, endpoint updates touch EDS alone,
+// and nothing per change walks every resource.
 //
 // Versions. A resource's version is the SHA-256 of its deterministic
 // encoding (Version): LinearCache uses exactly that for delta xDS. For SotW,
@@ -43,20 +48,20 @@
 //  1. upserts clusters, endpoints and secrets, and waits until every
 //     connected Envoy has ACKed the changed clusters and holds endpoints for
 //     each new EDS cluster (so it is warm), or has NACKed them;
-//  2. applies listeners and upserts routes: Envoys never see a route to a
-//     cluster they do not have, or a listener before its secret is served;
+//  2. upserts route configurations, then applies scopes and listeners:
+//     Envoys never see a route to a cluster they do not have, a scope before
+//     its route configuration is served, or a listener before its secret;
 //  3. if clusters, endpoints, secrets or routes are no longer wanted, waits
-//     until every Envoy holds the new listeners and routes, then removes
-//     them.
+//     until every Envoy holds what step 2 changed, then removes them.
 //
 // Every wait is bounded by Options.AckTimeout, after which the round goes
-// on (logged). Rounds run one at a time on the latest state; SetSnapshot and
-// SetEndpoints never block on Envoys.
+// on (logged). Rounds run one at a time on the names changed since the last
+// one; SetSnapshot, Update and SetEndpoints never block on Envoys.
 //
 // ACK/NACK tracking. go-control-plane's stream callbacks record what was
 // sent under which nonce and which nonce each Envoy ACKed or NACKed, per
 // node (node id: the pod, node cluster: the gateway), type and resource.
-// Nodes, Acked, Synced and Subscribe expose it; CSDS
+// Nodes, Acked, Synced, Behind, Rejections and Subscribe expose it; CSDS
 // (envoy.service.status.v3.ClientStatusDiscoveryService) serves it over
 // gRPC. Disconnected nodes are dropped.
 //
