@@ -2,6 +2,7 @@ package translator
 
 import (
 	"net/netip"
+	"sort"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -127,4 +128,29 @@ func mustAny(m proto.Message) *anypb.Any {
 		panic(err)
 	}
 	return &anypb.Any{TypeUrl: "type.googleapis.com/" + string(m.ProtoReflect().Descriptor().FullName()), Value: b}
+}
+
+func (t *Table) listeners() []*listenerv3.Listener {
+	cfg := &t.cfg
+	var entries []TLSEntry
+	for _, e := range t.tls {
+		entries = append(entries, e...)
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Hosts[0] < entries[j].Hosts[0] })
+	defaultName := ""
+	if t.defaultSecret != nil {
+		defaultName = t.defaultSecret.Name
+	}
+	var out []*listenerv3.Listener
+	for _, l := range []*listenerv3.Listener{
+		httpListener(ExternalHTTP, cfg.ExternalHTTPPort, ExternalHTTP, cfg),
+		httpsListener(ExternalHTTPS, cfg.ExternalHTTPSPort, ExternalHTTPS, entries, defaultName, cfg),
+		httpListener(InternalHTTP, cfg.InternalHTTPPort, InternalRoutes, cfg),
+		httpsListener(InternalHTTPS, cfg.InternalHTTPSPort, InternalRoutes, entries, defaultName, cfg),
+	} {
+		if l != nil {
+			out = append(out, l)
+		}
+	}
+	return out
 }

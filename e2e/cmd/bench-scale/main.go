@@ -32,17 +32,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
-	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
-	"knative.dev/networking/pkg/apis/networking"
-	"knative.dev/networking/pkg/apis/networking/v1alpha1"
 	clientset "knative.dev/networking/pkg/client/clientset/versioned"
 
 	"sluice.dev/sluice/e2e/stack"
@@ -126,100 +120,6 @@ func check(err error) {
 		fmt.Fprintln(os.Stderr, "bench-scale:", err)
 		os.Exit(1)
 	}
-}
-
-func nsOf(i int) string  { return fmt.Sprintf("bench-%02d", i%namespaces) }
-func svcOf(i int) string { return fmt.Sprintf("svc-%05d", i) }
-func hostOf(i int) string {
-	return svcOf(i) + "." + nsOf(i) + ".example.com"
-}
-
-// kingress is what Serving makes for a Service with a 90/10 canary.
-func kingress(i int) *v1alpha1.Ingress {
-	ns, name := nsOf(i), svcOf(i)
-	split := func(rev string, pct int) v1alpha1.IngressBackendSplit {
-		return v1alpha1.IngressBackendSplit{
-			IngressBackend: v1alpha1.IngressBackend{ServiceNamespace: ns, ServiceName: rev, ServicePort: intstr.FromInt32(80)},
-			Percent:        pct,
-			AppendHeaders:  map[string]string{"Knative-Serving-Revision": rev, "Knative-Serving-Namespace": ns},
-		}
-	}
-	http := &v1alpha1.HTTPIngressRuleValue{Paths: []v1alpha1.HTTPIngressPath{{
-		Splits: []v1alpha1.IngressBackendSplit{split(name+"-00001", 90), split(name+"-00002", 10)},
-	}}}
-	local := name + "." + ns
-	return &v1alpha1.Ingress{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: map[string]string{networking.IngressClassAnnotationKey: class}},
-		Spec: v1alpha1.IngressSpec{HTTPOption: v1alpha1.HTTPOptionEnabled, Rules: []v1alpha1.IngressRule{{
-			Hosts: []string{local, local + ".svc", local + ".svc.cluster.local"}, Visibility: v1alpha1.IngressVisibilityClusterLocal, HTTP: http,
-		}, {
-			Hosts: []string{hostOf(i)}, Visibility: v1alpha1.IngressVisibilityExternalIP, HTTP: http,
-		}}},
-	}
-}
-
-func services(i int) []*corev1.Service {
-	var out []*corev1.Service
-	for _, rev := range []string{"-00001", "-00002"} {
-		out = append(out, &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Namespace: nsOf(i), Name: svcOf(i) + rev},
-			Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Ports: []corev1.ServicePort{{
-				Name: "http", Port: 80, TargetPort: intstr.FromInt32(8012),
-			}}},
-		})
-	}
-	return out
-}
-
-// populate creates the namespaces, the Services of every ingress (also of
-// those created later) and the first n ingresses, concurrently.
-func populate(ctx context.Context, kube kubernetes.Interface, kn clientset.Interface, n, extra int) error {
-	for i := 0; i < namespaces; i++ {
-		_, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: nsOf(i)}}, metav1.CreateOptions{})
-		if err != nil {
-			return err
-		}
-	}
-	return parallel(n+extra, func(i int) error {
-		for _, s := range services(i) {
-			if _, err := kube.CoreV1().Services(s.Namespace).Create(ctx, s, metav1.CreateOptions{}); err != nil {
-				return err
-			}
-		}
-		if i >= n {
-			return nil
-		}
-		_, err := kn.NetworkingV1alpha1().Ingresses(nsOf(i)).Create(ctx, kingress(i), metav1.CreateOptions{})
-		return err
-	})
-}
-
-func parallel(n int, f func(int) error) error {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var first error
-	next := make(chan int)
-	for w := 0; w < 32; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if err := f(i); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for i := 0; i < n; i++ {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	return first
 }
 
 func measure(ctx context.Context, st *stack.Stack, kn clientset.Interface, r *run, n, creates, updates, sample int, profile bool) error {
@@ -434,64 +334,4 @@ func cpuMs(pid int) float64 {
 	fmt.Sscan(f[11], &u)
 	fmt.Sscan(f[12], &k)
 	return (u + k) * 10
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func pct(xs []float64, p float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	i := int(p/100*float64(len(s)-1) + 0.5)
-	return s[i]
-}
-
-func mean(xs []float64) float64 {
-	t := 0.0
-	for _, x := range xs {
-		t += x
-	}
-	return t / float64(max(len(xs), 1))
-}
-
-func report(runs []run) {
-	fmt.Printf("\n| N = %d | %s |\n|---|", runs[0].N, names(runs))
-	for range runs {
-		fmt.Print("---:|")
-	}
-	fmt.Println()
-	row := func(label string, f func(r run) string) {
-		fmt.Printf("| %s |", label)
-		for _, r := range runs {
-			fmt.Printf(" %s |", f(r))
-		}
-		fmt.Println()
-	}
-	row("P1 create -> served, p50 / p90 / p99 / max", func(r run) string {
-		return fmt.Sprintf("%.0f / %.0f / %.0f / %.0f ms", pct(r.CreateMs, 50), pct(r.CreateMs, 90), pct(r.CreateMs, 99), pct(r.CreateMs, 100))
-	})
-	row("P1 update -> served, p50 / max", func(r run) string {
-		return fmt.Sprintf("%.0f / %.0f ms", pct(r.UpdateMs, 50), pct(r.UpdateMs, 100))
-	})
-	row("P2 bytes to one Envoy per change", func(r run) string { return fmt.Sprintf("%.1f KB", mean(r.BytesPerChange)/1000) })
-	row("P3 cold start, sample served", func(r run) string { return fmt.Sprintf("%.1f s", r.ColdStartMs/1000) })
-	row("controller CPU until then", func(r run) string { return fmt.Sprintf("%.1f s", r.ControllerCPUms/1000) })
-	row("P4 controller RSS settled", func(r run) string { return fmt.Sprintf("%d MiB", r.ControllerRSS>>20) })
-	row("P5 Envoy heap per KIngress", func(r run) string {
-		h := 0.0
-		for _, x := range r.EnvoyHeap {
-			h += float64(x)
-		}
-		return fmt.Sprintf("%.0f KiB", h/float64(max(len(r.EnvoyHeap), 1))/float64(r.N)/1024)
-	})
-}
-
-func names(runs []run) string {
-	var s []string
-	for _, r := range runs {
-		s = append(s, r.Name)
-	}
-	return strings.Join(s, " | ")
 }
