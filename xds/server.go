@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -259,6 +261,19 @@ func (s *Server) openLocked() {
 
 // Nodes returns the state of every connected Envoy, sorted by node id.
 func (s *Server) Nodes() []NodeStatus { return s.tracker.snapshot() }
+
+// VersionOf is Version(m), read from the desired state when m is the very
+// message held there under name, so asking about what was handed over
+// costs no encoding.
+func (s *Server) VersionOf(typeURL, name string, m proto.Message) string {
+	s.mu.Lock()
+	e, ok := s.desired[typeURL][name]
+	s.mu.Unlock()
+	if ok && e.msg == m {
+		return e.version
+	}
+	return Version(m)
+}
 
 // NodeIDs lists the ids of the connected Envoys, in no order.
 func (s *Server) NodeIDs() []string { return s.tracker.nodeIDs() }

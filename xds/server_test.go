@@ -521,3 +521,21 @@ func TestMalformedSnapshotIsRejected(t *testing.T) {
 		t.Fatal("a rejected snapshot started serving")
 	}
 }
+
+// VersionOf answers from the desired state for the message handed over,
+// and encodes any other.
+func TestVersionOf(t *testing.T) {
+	s := startServer(t, Options{})
+	snap := snapshot([]string{"a"}, []string{"a"})
+	if err := s.SetSnapshot(snap); err != nil {
+		t.Fatal(err)
+	}
+	rc := snap.Routes["rc"]
+	if got := s.VersionOf(RouteType, "rc", rc); got != Version(rc) {
+		t.Fatalf("held message: %q, want %q", got, Version(rc))
+	}
+	other := route("rc", "a", "b")
+	if got := s.VersionOf(RouteType, "rc", other); got != Version(other) || got == Version(rc) {
+		t.Fatalf("other message: %q", got)
+	}
+}

@@ -75,11 +75,11 @@ func (s *Server) entriesLocked(snap Snapshot) (map[string]map[string]entry, erro
 func (s *Server) setDesiredLocked(typeURL string, set map[string]entry, remove []string) {
 	d := s.desired[typeURL]
 	for name, e := range set {
-		if old, ok := d[name]; ok && old.version == e.version {
-			continue
+		old, ok := d[name]
+		d[name] = e // the latest message, even if equal: VersionOf knows it
+		if !ok || old.version != e.version {
+			s.dirty[typeURL][name] = struct{}{}
 		}
-		d[name] = e
-		s.dirty[typeURL][name] = struct{}{}
 	}
 	for _, name := range remove {
 		if _, ok := d[name]; ok {

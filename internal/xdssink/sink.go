@@ -148,14 +148,15 @@ func (k *Sink) PublishEndpoints(eps map[string]*endpointv3.ClusterLoadAssignment
 
 // Behind checks the shared listeners by generation and the ingress's own
 // route configurations and scopes by content, which costs one ingress
-// however many are served.
+// however many are served (versions of what was published are the
+// server's, not encoded again).
 func (k *Sink) Behind(gen uint64, p *translator.Piece) []string {
 	refs := make([]xds.Ref, 0, len(p.Routes)+len(p.Scopes))
 	for _, r := range p.Routes {
-		refs = append(refs, xds.Ref{TypeURL: xds.RouteType, Name: r.Name, Version: xds.Version(r)})
+		refs = append(refs, xds.Ref{TypeURL: xds.RouteType, Name: r.Name, Version: k.s.VersionOf(xds.RouteType, r.Name, r)})
 	}
 	for _, sc := range p.Scopes {
-		refs = append(refs, xds.Ref{TypeURL: xds.ScopeType, Name: sc.Name, Version: xds.Version(sc)})
+		refs = append(refs, xds.Ref{TypeURL: xds.ScopeType, Name: sc.Name, Version: k.s.VersionOf(xds.ScopeType, sc.Name, sc)})
 	}
 	_, behind := k.s.Synced(gen)
 	return slices.Compact(slices.Sorted(slices.Values(append(behind, k.s.Behind(refs)...))))
