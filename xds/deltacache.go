@@ -33,7 +33,7 @@ import (
 // SotW watches and Fetch go to the wrapped cache, which is fed only once a
 // SotW watch has come: it holds a copy of every resource.
 type deltaCache struct {
-	sotw     resourceCache
+	sotw     sotwCache
 	sotwLive bool
 	typeURL  string
 
@@ -88,7 +88,7 @@ const (
 	forgetAfter = 10 * time.Minute
 )
 
-func newDeltaCache(typeURL string, sotw resourceCache) *deltaCache {
+func newDeltaCache(typeURL string, sotw sotwCache) *deltaCache {
 	return &deltaCache{
 		sotw:    sotw,
 		typeURL: typeURL,
@@ -137,19 +137,6 @@ func (c *deltaCache) update(set map[string]entry, remove []string) error {
 		}
 	}
 	return err
-}
-
-// UpdateResources is update with versions computed here.
-func (c *deltaCache) UpdateResources(set map[string]types.Resource, remove []string) error {
-	es := make(map[string]entry, len(set))
-	for n, m := range set {
-		b, err := cache.MarshalResource(m)
-		if err != nil {
-			return err
-		}
-		es[n] = entry{msg: m, version: cache.HashResource(b), size: len(b)}
-	}
-	return c.update(es, remove)
 }
 
 // CreateWatch serves a SotW watch from the wrapped cache, loading it with

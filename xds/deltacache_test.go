@@ -71,7 +71,7 @@ func TestDeltaCacheConverges(t *testing.T) {
 	for _, wildcard := range []bool{true, false} {
 		t.Run(fmt.Sprint("wildcard=", wildcard), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(1, 2))
-			c := newDeltaCache(RouteType, newFullStateCache(cache.NewLinearCache(RouteType)))
+			c := newDeltaCache(RouteType, newFullStateCache())
 			name := func() string { return fmt.Sprintf("r%d", rng.IntN(40)) }
 			var subscribe []string
 			if !wildcard {

@@ -16,21 +16,20 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// resourceCache is what the update loop feeds: go-control-plane's
-// LinearCache, or a fullStateCache in front of one.
-type resourceCache interface {
-	cache.Cache
+// sotwCache serves the SotW watches of one type (deltaCache serves the
+// delta ones): go-control-plane's LinearCache, or a fullStateCache.
+type sotwCache interface {
+	CreateWatch(*cache.Request, cache.Subscription, chan cache.Response) (func(), error)
+	Fetch(context.Context, *cache.Request) (cache.Response, error)
 	UpdateResources(update map[string]types.Resource, remove []string) error
 }
 
-// fullStateCache serves scoped route configurations. Envoy reads every
-// SotW SRDS response as the whole set (a scope left out is removed), but
-// LinearCache sends SotW clients only the changed scopes of this type, and
-// nothing for a removal. So SotW watches are answered here with every
-// scope; delta watches go to the LinearCache, which is right for delta.
+// fullStateCache serves the SotW watches of scoped route configurations.
+// Envoy reads every SotW SRDS response as the whole set (a scope left out
+// is removed), but LinearCache sends SotW clients only the changed scopes
+// of this type, and nothing for a removal. So they are answered here with
+// every scope.
 type fullStateCache struct {
-	*cache.LinearCache
-
 	mu        sync.Mutex
 	resources map[string]types.Resource
 	version   string
@@ -44,20 +43,18 @@ type fullWatch struct {
 	out chan cache.Response
 }
 
-func newFullStateCache(linear *cache.LinearCache) *fullStateCache {
+func newFullStateCache() *fullStateCache {
 	c := &fullStateCache{
-		LinearCache: linear,
-		resources:   map[string]types.Resource{},
-		prefix:      strconv.FormatInt(time.Now().UnixNano(), 36) + "-",
-		watches:     map[*fullWatch]bool{},
+		resources: map[string]types.Resource{},
+		prefix:    strconv.FormatInt(time.Now().UnixNano(), 36) + "-",
+		watches:   map[*fullWatch]bool{},
 	}
 	c.version = c.prefix + "0"
 	return c
 }
 
-// UpdateResources updates both views and answers every open SotW watch.
+// UpdateResources applies a change and answers every open watch.
 func (c *fullStateCache) UpdateResources(update map[string]types.Resource, remove []string) error {
-	err := c.LinearCache.UpdateResources(update, remove)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	maps.Copy(c.resources, update)
@@ -70,7 +67,7 @@ func (c *fullStateCache) UpdateResources(update map[string]types.Resource, remov
 		w.out <- c.responseLocked(w.req)
 	}
 	clear(c.watches)
-	return err
+	return nil
 }
 
 // sotwFullState says whether Envoy reads a SotW response of typeURL as

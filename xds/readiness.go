@@ -46,13 +46,19 @@ func (s *Server) Synced(gen uint64) (synced, behind []string) {
 			rounds = append(rounds, r.refs)
 		}
 	}
+	s.mu.Unlock()
+	return s.tracker.synced(rounds, s.peerViews())
+}
+
+// peerViews are the Envoys of the other replicas, nil without peers.
+func (s *Server) peerViews() map[string]*nodeView {
+	s.mu.Lock()
 	peers := s.peers
 	s.mu.Unlock()
-	var others map[string]*nodeView
-	if peers != nil {
-		others = peers.views()
+	if peers == nil {
+		return nil
 	}
-	return s.tracker.synced(rounds, others)
+	return peers.views()
 }
 
 // Ref names one resource at one version (see Version).
@@ -67,14 +73,7 @@ func (s *Server) Behind(refs []Ref) []string {
 	for i, r := range refs {
 		rs[i] = ref{typeURL: r.TypeURL, name: r.Name, version: r.Version}
 	}
-	var others map[string]*nodeView
-	s.mu.Lock()
-	peers := s.peers
-	s.mu.Unlock()
-	if peers != nil {
-		others = peers.views()
-	}
-	_, behind := s.tracker.synced([][]ref{rs}, others)
+	_, behind := s.tracker.synced([][]ref{rs}, s.peerViews())
 	return behind
 }
 

@@ -112,9 +112,9 @@ func New(log *zap.Logger, opts Options) *Server {
 		Caches:        map[string]cache.Cache{},
 	}
 	for _, t := range allTypes {
-		var sotw resourceCache = cache.NewLinearCache(t, cache.WithLogger(cpLog))
+		var sotw sotwCache = cache.NewLinearCache(t, cache.WithLogger(cpLog))
 		if t == scopeType {
-			sotw = newFullStateCache(sotw.(*cache.LinearCache))
+			sotw = newFullStateCache()
 		}
 		c := newDeltaCache(t, sotw)
 		s.caches[t] = c
