@@ -3,15 +3,14 @@
 package xdssink
 
 import (
+	"maps"
 	"slices"
 	"sort"
 	"sync"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/proto"
 
 	"sluice.dev/sluice/internal/controller"
@@ -39,86 +38,59 @@ func New(s *xds.Server, peers *xds.Peers) *Sink { return &Sink{s: s, peers: peer
 func (k *Sink) Publish(out *translator.Output, eps map[string]*endpointv3.ClusterLoadAssignment) (uint64, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	set := xds.Snapshot{
-		Secrets:   byName(out.Secrets, func(s *tlsv3.Secret) string { return s.Name }),
-		Listeners: byName(out.Listeners, func(l *listenerv3.Listener) string { return l.Name }),
-		Endpoints: make(map[string]proto.Message, len(eps)),
-	}
+	set := xds.Snapshot{Endpoints: make(map[string]proto.Message, len(eps))}
 	for name, cla := range eps {
 		set.Endpoints[name] = cla
 	}
-	if out.Edits.All {
-		set.Clusters = byName(out.Clusters, func(c *clusterv3.Cluster) string { return c.Name })
-		set.Routes = byName(out.Routes, func(r *routev3.RouteConfiguration) string { return r.Name })
-		set.Scopes = byName(out.Scopes, func(s *routev3.ScopedRouteConfiguration) string { return s.Name })
+	e := out.Edits
+	if e.All || e.Secrets {
+		set.Secrets = byName(out.Secrets)
+	}
+	if e.All || e.Listeners {
+		set.Listeners = byName(out.Listeners)
+	}
+	if e.All {
+		set.Clusters, set.Routes, set.Scopes = byName(out.Clusters), byName(out.Routes), byName(out.Scopes)
 		if err := k.s.SetSnapshot(set); err != nil {
 			return 0, err
 		}
-		k.secrets, k.listeners = names(out.Secrets), names(out.Listeners)
-		return k.s.Generation(), nil
-	}
-	remove := map[string][]string{}
-	set.Routes = edited(out.Routes, out.Edits.Routes, xds.RouteType, remove)
-	set.Scopes = edited(out.Scopes, out.Edits.Scopes, xds.ScopeType, remove)
-	set.Clusters = edited(out.Clusters, out.Edits.Clusters, xds.ClusterType, remove)
-	remove[xds.EndpointType] = remove[xds.ClusterType]
-	if !out.Edits.Secrets {
-		set.Secrets = nil
 	} else {
-		remove[xds.SecretType] = gone(k.secrets, set.Secrets)
+		remove := map[string][]string{}
+		set.Routes = edited(out.Routes, e.Routes, xds.RouteType, remove)
+		set.Scopes = edited(out.Scopes, e.Scopes, xds.ScopeType, remove)
+		set.Clusters = edited(out.Clusters, e.Clusters, xds.ClusterType, remove)
+		remove[xds.EndpointType] = remove[xds.ClusterType]
+		if e.Secrets {
+			remove[xds.SecretType] = gone(k.secrets, set.Secrets)
+		}
+		if e.Listeners {
+			remove[xds.ListenerType] = gone(k.listeners, set.Listeners)
+		}
+		if err := k.s.Update(set, remove); err != nil {
+			return 0, err
+		}
 	}
-	if !out.Edits.Listeners {
-		set.Listeners = nil
-	} else {
-		remove[xds.ListenerType] = gone(k.listeners, set.Listeners)
+	// The short lists go whole; what left them is known from the last ones.
+	if e.All || e.Secrets {
+		k.secrets = slices.Collect(maps.Keys(set.Secrets))
 	}
-	if err := k.s.Update(set, remove); err != nil {
-		return 0, err
-	}
-	if out.Edits.Secrets {
-		k.secrets = names(out.Secrets)
-	}
-	if out.Edits.Listeners {
-		k.listeners = names(out.Listeners)
+	if e.All || e.Listeners {
+		k.listeners = slices.Collect(maps.Keys(set.Listeners))
 	}
 	return k.s.Generation(), nil
 }
 
 // edited picks from list (sorted by name) the resources named in changed;
 // a name not in list goes to remove.
-func edited[T proto.Message](list []T, changed []string, typeURL string, remove map[string][]string) map[string]proto.Message {
+func edited[T types.Resource](list []T, changed []string, typeURL string, remove map[string][]string) map[string]proto.Message {
 	out := make(map[string]proto.Message, len(changed))
 	for _, n := range changed {
-		i := sort.Search(len(list), func(i int) bool { return nameOf(list[i]) >= n })
-		if i < len(list) && nameOf(list[i]) == n {
+		i := sort.Search(len(list), func(i int) bool { return cache.GetResourceName(list[i]) >= n })
+		if i < len(list) && cache.GetResourceName(list[i]) == n {
 			out[n] = list[i]
 		} else {
 			remove[typeURL] = append(remove[typeURL], n)
 		}
-	}
-	return out
-}
-
-func nameOf(m proto.Message) string {
-	switch v := m.(type) {
-	case *routev3.RouteConfiguration:
-		return v.Name
-	case *routev3.ScopedRouteConfiguration:
-		return v.Name
-	case *clusterv3.Cluster:
-		return v.Name
-	case *listenerv3.Listener:
-		return v.Name
-	case *tlsv3.Secret:
-		return v.Name
-	}
-	return ""
-}
-
-func names[T proto.Message](list []T) []string {
-	out := make([]string, len(list))
-	for i, m := range list {
-		out[i] = nameOf(m)
 	}
 	return out
 }
@@ -133,10 +105,10 @@ func gone(before []string, now map[string]proto.Message) []string {
 	return out
 }
 
-func byName[T proto.Message](in []T, name func(T) string) map[string]proto.Message {
+func byName[T types.Resource](in []T) map[string]proto.Message {
 	out := make(map[string]proto.Message, len(in))
 	for _, m := range in {
-		out[name(m)] = m
+		out[cache.GetResourceName(m)] = m
 	}
 	return out
 }
