@@ -80,10 +80,9 @@ type Piece struct {
 	// Hash is ingress.ComputeHash, served on probe routes.
 	Hash string
 
-	// Routes are this ingress's route configurations, by name: its
-	// ExternalIP rules (external) and all its rules (internal), a virtual
-	// host per rule. Scopes, by name, send each host there from each
-	// listener kind (see scopes.go).
+	// Routes is this ingress's route configuration, a virtual host per
+	// rule (a slice for the tables' sake). Scopes, by name, send each host
+	// there from each listener kind (see scopes.go).
 	Routes []*routev3.RouteConfiguration
 	Scopes []*routev3.ScopedRouteConfiguration
 
@@ -178,7 +177,7 @@ func translate(p *Piece, ing *v1alpha1.Ingress, lookup Lookup, cfg *Config) *Err
 	p.ExternalHosts, p.InternalHosts = sets.List(extHosts), sets.List(intHosts)
 
 	clusters := map[string]*clusterv3.Cluster{}
-	var external, internal []*routev3.VirtualHost
+	var vhosts []*routev3.VirtualHost
 	for i, rule := range ing.Spec.Rules {
 		routes := make([]*routev3.Route, 0, 2*len(rule.HTTP.Paths))
 		var probes []*routev3.Route
@@ -199,27 +198,21 @@ func translate(p *Piece, ing *v1alpha1.Ingress, lookup Lookup, cfg *Config) *Err
 			hosts[j] = strings.ToLower(h)
 		}
 		sort.Strings(hosts)
-		vh := &routev3.VirtualHost{Name: fmt.Sprintf("%s/%s/r%d", ing.Namespace, ing.Name, i), Domains: hosts, Routes: routes}
-		internal = append(internal, vh)
-		if rule.Visibility == v1alpha1.IngressVisibilityExternalIP {
-			external = append(external, vh)
-		}
+		vhosts = append(vhosts, &routev3.VirtualHost{Name: fmt.Sprintf("%s/%s/r%d", ing.Namespace, ing.Name, i), Domains: hosts, Routes: routes})
 	}
-	extRoutes := IngressRoutes(externalKind, ing.Namespace, ing.Name)
-	intRoutes := IngressRoutes(internalKind, ing.Namespace, ing.Name)
-	plainRoutes := extRoutes
+	// One route configuration for every visibility: only external hosts
+	// have scopes on the external listeners.
+	routes := IngressRoutes(ing.Namespace, ing.Name)
+	plainRoutes := routes
 	if ing.Spec.HTTPOption == v1alpha1.HTTPOptionRedirected {
 		plainRoutes = RedirectRoutes
 	}
-	if len(external) > 0 {
-		p.Routes = append(p.Routes, routeConfig(extRoutes, external))
-	}
-	p.Routes = append(p.Routes, routeConfig(intRoutes, internal))
+	p.Routes = []*routev3.RouteConfiguration{routeConfig(routes, vhosts)}
 	for _, h := range p.ExternalHosts {
-		p.Scopes = append(p.Scopes, scope(ExternalHTTP, h, plainRoutes), scope(ExternalHTTPS, h, extRoutes))
+		p.Scopes = append(p.Scopes, scope(ExternalHTTP, h, plainRoutes), scope(ExternalHTTPS, h, routes))
 	}
 	for _, h := range p.InternalHosts {
-		p.Scopes = append(p.Scopes, scope(InternalRoutes, h, intRoutes))
+		p.Scopes = append(p.Scopes, scope(InternalRoutes, h, routes))
 	}
 	sort.Slice(p.Scopes, func(a, b int) bool { return p.Scopes[a].Name < p.Scopes[b].Name })
 	for _, name := range sortedKeys(clusters) {

@@ -10,9 +10,11 @@ import (
 )
 
 // Routing is scoped (Envoy's SRDS) so that one ingress's change sends one
-// ingress's resources. Every ingress has its own route configurations
-// (ExternalRoutes and InternalRoutes of it), and every host it serves has a
-// scope per listener kind pointing at one of them. A connection manager
+// ingress's resources. Every ingress has one route configuration
+// (IngressRoutes), a virtual host per rule, and every host it serves has a
+// scope per listener kind pointing at it: the scopes, not the route
+// configuration, say which hosts a listener serves, so the external
+// listeners never reach a cluster-local rule. A connection manager
 // picks the scope whose key equals its ScopeHeader; a Lua filter sets that
 // header from :authority, lower-cased and without the port, because scope
 // keys match exactly while hosts match in any letter case and with a port.
@@ -30,16 +32,9 @@ const ScopeHeader = "x-sluice-scope"
 // plain HTTP: one virtual host that answers 301 to https.
 const RedirectRoutes = "https-redirect"
 
-// Route configuration kinds of an ingress.
-const (
-	externalKind = "external"
-	internalKind = "internal"
-)
-
-// IngressRoutes names the route configuration of one kind ("external" or
-// "internal") of the ingress namespace/name.
-func IngressRoutes(kind, namespace, name string) string {
-	return kind + "/" + namespace + "/" + name
+// IngressRoutes names the route configuration of the ingress namespace/name.
+func IngressRoutes(namespace, name string) string {
+	return "ingress/" + namespace + "/" + name
 }
 
 // ScopeName is the name and key of the scope of host on the listeners whose

@@ -19,7 +19,7 @@ func TestTranslateExample(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
-	for _, want := range []string{`"route_configuration_name": "external/demo/hello"`, `"cluster_name": "demo/hello-00001:80"`, `"weight": 90`} {
+	for _, want := range []string{`"route_configuration_name": "ingress/demo/hello"`, `"cluster_name": "demo/hello-00001:80"`, `"weight": 90`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %s", want)
 		}

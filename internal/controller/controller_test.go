@@ -353,7 +353,7 @@ func TestNACKIsolated(t *testing.T) {
 	if _, err := e.kn.NetworkingV1alpha1().Ingresses("ns").Create(context.Background(), ingress("b", "b.example.com", "a", ours()), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	bRoutes := translator.IngressRoutes("external", "ns", "b")
+	bRoutes := translator.IngressRoutes("ns", "b")
 	served := func(name string) bool {
 		_, out, _ := e.sink.state()
 		return slices.ContainsFunc(out.Routes, func(r *routev3.RouteConfiguration) bool { return r.Name == name })
@@ -370,7 +370,7 @@ func TestNACKIsolated(t *testing.T) {
 		c := cond(e.get(t, "b"), v1alpha1.IngressConditionNetworkConfigured)
 		return c != nil && c.Reason == ReasonEnvoyRejected && strings.Contains(c.Message, "duplicate domain")
 	})
-	if served(bRoutes) || !served(translator.IngressRoutes("external", "ns", "a")) {
+	if served(bRoutes) || !served(translator.IngressRoutes("ns", "a")) {
 		t.Error("b still served, or a not, after b's NACK")
 	}
 	if !e.get(t, "a").IsReady() {

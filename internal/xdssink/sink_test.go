@@ -96,7 +96,7 @@ func TestPublishFollowsEdits(t *testing.T) {
 			// And nothing else: every name ever used is checked.
 			for i := 0; i < 6 && diff == ""; i++ {
 				n := fmt.Sprintf("i%d", i)
-				for _, r := range []string{translator.IngressRoutes("external", "ns", n), translator.IngressRoutes("internal", "ns", n)} {
+				for _, r := range []string{translator.IngressRoutes("ns", n)} {
 					if _, ok := want[xds.RouteType][r]; !ok && srv.Served(xds.RouteType, r) != "" {
 						diff = "stale route " + r
 					}
