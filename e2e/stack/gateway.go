@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // startGateway runs the Sluice controller replicas and the Envoys, when
@@ -21,7 +23,7 @@ func (s *Stack) startGateway(ctx context.Context) error {
 	case s.opts.SkipSluice:
 		s.SluiceSkipReason = "asked to skip"
 	case !exists(sluice):
-		s.SluiceSkipReason = sluice + " is missing; build it with: go build -o bin/sluice ./cmd/sluice"
+		s.SluiceSkipReason = sluice + " is missing; build it with: make build"
 	case !exists(s.bin("envoy")):
 		s.SluiceSkipReason = s.bin("envoy") + " is missing; install it with: hack/install-envoy.sh"
 	}
@@ -50,7 +52,7 @@ func (s *Stack) startGateway(ctx context.Context) error {
 			args = append(args, "--peers", strings.Join(peers, ","))
 		}
 		args = append(args, s.opts.SluiceArgs...)
-		pr, err := s.startProc(fmt.Sprintf("sluice-%d", i), sluice, args...)
+		pr, err := s.startProcEnv(fmt.Sprintf("sluice-%d", i), sluice, s.opts.SluiceEnv, args...)
 		if err != nil {
 			return err
 		}
@@ -64,6 +66,8 @@ func (s *Stack) startGateway(ctx context.Context) error {
 		s.logf("sluice-%d serving xDS on 127.0.0.1:%d", i, p.XDS+i)
 	}
 
+	// The Envoys start together, as a DaemonSet's do.
+	var g errgroup.Group
 	for i := 0; i < s.opts.Envoys; i++ {
 		// Every replica is in the bootstrap, so an Envoy whose replica dies
 		// reconnects to another.
@@ -73,9 +77,13 @@ func (s *Stack) startGateway(ctx context.Context) error {
 				replicas = append(replicas, j)
 			}
 		}
-		if _, err := s.startEnvoy(ctx, fmt.Sprintf("envoy-%d", i), i, replicas); err != nil {
+		g.Go(func() error {
+			_, err := s.startEnvoy(ctx, fmt.Sprintf("envoy-%d", i), i, replicas)
 			return err
-		}
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	s.envoys = s.opts.Envoys
 	s.SluiceStarted = true
@@ -164,8 +172,8 @@ func (s *Stack) sluiceBin() string {
 // StartGateway starts the controller replicas and Envoys with the sluice
 // binary bin, on a stack started with SkipSluice or after StopGateway: a
 // benchmark compares two builds on one stack and one set of objects.
-func (s *Stack) StartGateway(ctx context.Context, bin string) error {
-	s.opts.SkipSluice, s.opts.SluiceBin, s.SluiceSkipReason = false, bin, ""
+func (s *Stack) StartGateway(ctx context.Context, bin string, env ...string) error {
+	s.opts.SkipSluice, s.opts.SluiceBin, s.opts.SluiceEnv, s.SluiceSkipReason = false, bin, env, ""
 	return s.startGateway(ctx)
 }
 

@@ -32,6 +32,11 @@ type proc struct {
 }
 
 func (s *Stack) startProc(name, bin string, args ...string) (*proc, error) {
+	return s.startProcEnv(name, bin, nil, args...)
+}
+
+// startProcEnv is startProc with env added to this process's environment.
+func (s *Stack) startProcEnv(name, bin string, env []string, args ...string) (*proc, error) {
 	if err := os.MkdirAll(s.path("logs"), 0o755); err != nil {
 		return nil, err
 	}
@@ -45,6 +50,9 @@ func (s *Stack) startProc(name, bin string, args ...string) (*proc, error) {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = s.opts.Root
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout = log
 	cmd.Stderr = log
 	// Own process group so stop reaches its children; die with us if we die.

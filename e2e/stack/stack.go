@@ -95,6 +95,8 @@ type Options struct {
 	// once Sluice runs, with Sluice as its ingress.
 	Serving    bool
 	SluiceArgs []string
+	// SluiceEnv is added to the controllers' environment (GOMEMLIMIT=...).
+	SluiceEnv []string
 	// Images maps pod image names to executables for the pod runner; nil
 	// builds the Knative conformance test images into BinDir/images.
 	Images map[string]string

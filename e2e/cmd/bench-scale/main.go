@@ -57,6 +57,8 @@ type run struct {
 	ControllerRSS   int64     `json:"controller_rss_bytes"`
 	ControllerCPUms float64   `json:"controller_cpu_ms_cold_start"`
 	EnvoyHeap       []int64   `json:"envoy_heap_bytes"`
+	ControllerHeap  int64     `json:"controller_heap_inuse_bytes"`
+	Env             []string  `json:"env,omitempty"`
 }
 
 const (
@@ -70,9 +72,10 @@ func main() {
 	creates := flag.Int("creates", 30, "creates measured")
 	updates := flag.Int("updates", 10, "updates measured")
 	sample := flag.Int("sample", 50, "hosts probed for the cold start")
+	prime := flag.Bool("prime", true, "before measuring, run the first build until every KIngress is Ready, so no run pays for writing every status")
 	profile := flag.Duration("profile", 0, "if set, save CPU profiles of the controller's first this long and of the changes to e2e/results/")
 	var bins binFlag
-	flag.Var(&bins, "bin", "name=path of a sluice build (repeat to compare; default after=bin/sluice)")
+	flag.Var(&bins, "bin", "name=path[,VAR=value...] of a sluice build and its environment (repeat to compare; default current=bin/sluice)")
 	flag.Parse()
 	if len(bins) == 0 {
 		bins = binFlag{"current=bin/sluice"}
@@ -90,6 +93,19 @@ func main() {
 	check(populate(ctx, kube, kn, *n, *creates))
 	fmt.Printf("created %d KIngresses and %d Services in %s\n", *n, 2*(*n+*creates), time.Since(start).Round(time.Second))
 
+	if *prime {
+		first, _, _ := strings.Cut(bins[0], ",")
+		_, path, _ := strings.Cut(first, "=")
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(st.Options().Root, path)
+		}
+		t := time.Now()
+		check(st.StartGateway(ctx, path))
+		check(waitAllReady(ctx, kn, *n))
+		st.StopGateway()
+		fmt.Printf("primed: %d KIngresses Ready in %s (%s)\n", *n, time.Since(t).Round(time.Second), path)
+	}
+
 	var runs []run
 	for _, b := range bins {
 		name, path, ok := strings.Cut(b, "=")
@@ -99,7 +115,11 @@ func main() {
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(st.Options().Root, path)
 		}
+		path, envs, _ := strings.Cut(path, ",")
 		r := run{Name: name, Bin: path, N: *n}
+		if envs != "" {
+			r.Env = strings.Split(envs, ",")
+		}
 		if *profile > 0 {
 			go saveProfile(st, filepath.Join(st.Options().Root, "e2e", "results", fmt.Sprintf("bench-scale-%d-%s-cold.pprof", *n, name)), *profile)
 		}
@@ -115,6 +135,30 @@ func main() {
 	fmt.Println("results in", out)
 }
 
+// waitAllReady returns once n KIngresses are Ready.
+func waitAllReady(ctx context.Context, kn clientset.Interface, n int) error {
+	deadline := time.Now().Add(30 * time.Minute)
+	for {
+		list, err := kn.NetworkingV1alpha1().Ingresses("").List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+		if err != nil {
+			return err
+		}
+		ready := 0
+		for i := range list.Items {
+			if list.Items[i].IsReady() {
+				ready++
+			}
+		}
+		if ready >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d KIngresses Ready after 30 minutes", ready, n)
+		}
+		time.Sleep(3 * time.Second)
+	}
+}
+
 func check(err error) {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench-scale:", err)
@@ -125,7 +169,7 @@ func check(err error) {
 func measure(ctx context.Context, st *stack.Stack, kn clientset.Interface, r *run, n, creates, updates, sample int, profile bool) error {
 	fmt.Printf("== %s (%s): cold start with %d KIngresses\n", r.Name, r.Bin, n)
 	t0 := time.Now()
-	if err := st.StartGateway(ctx, r.Bin); err != nil {
+	if err := st.StartGateway(ctx, r.Bin, r.Env...); err != nil {
 		return err
 	}
 	hosts := rand.Perm(n)[:min(sample, n)]
@@ -181,6 +225,7 @@ func measure(ctx context.Context, st *stack.Stack, kn clientset.Interface, r *ru
 	}
 	settle(st)
 	r.ControllerRSS = rss(st.Pid("sluice-0"))
+	r.ControllerHeap = liveHeap(st)
 	if profile {
 		saveHeap(st, filepath.Join(st.Options().Root, "e2e", "results", fmt.Sprintf("bench-scale-%d-%s-heap.pprof", n, r.Name)))
 	}
@@ -305,6 +350,36 @@ func envoyStat(st *stack.Stack, i int, name string) float64 {
 		return -1
 	}
 	return v
+}
+
+// liveHeap is the controller's heap in use just after a collection (asking
+// pprof for the heap with gc=1 runs one).
+func liveHeap(st *stack.Stack) int64 {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", st.Options().Ports.SluiceAdmin))
+	if err != nil {
+		return -1
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return goMetric(st, "go_memstats_heap_inuse_bytes")
+}
+
+// goMetric reads one of the Go collector's gauges from the controller's /metrics.
+func goMetric(st *stack.Stack, name string) int64 {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", st.Options().Ports.SluiceAdmin))
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == name {
+			var v float64
+			fmt.Sscan(f[1], &v)
+			return int64(v)
+		}
+	}
+	return -1
 }
 
 func rss(pid int) int64 {

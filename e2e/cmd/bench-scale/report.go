@@ -50,6 +50,7 @@ func report(runs []run) {
 	row("P3 cold start, sample served", func(r run) string { return fmt.Sprintf("%.1f s", r.ColdStartMs/1000) })
 	row("controller CPU until then", func(r run) string { return fmt.Sprintf("%.1f s", r.ControllerCPUms/1000) })
 	row("P4 controller RSS settled", func(r run) string { return fmt.Sprintf("%d MiB", r.ControllerRSS>>20) })
+	row("controller heap in use after a GC", func(r run) string { return fmt.Sprintf("%d MiB", r.ControllerHeap>>20) })
 	row("P5 Envoy heap per KIngress", func(r run) string {
 		h := 0.0
 		for _, x := range r.EnvoyHeap {
