@@ -10,8 +10,10 @@ IMAGE ?= sluice:$(VERSION)
 
 all: build
 
+# bin/sluice-testing adds the flags only e2e tests use (NACK injection).
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/sluice ./cmd/sluice
+	$(GO) build -tags sluicetesting -ldflags "$(LDFLAGS)" -o bin/sluice-testing ./cmd/sluice
 
 # Every test: unit, then end to end on the local real stack (with Knative
 # Serving in the loop), then Knative's own ingress conformance suite (25

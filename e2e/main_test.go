@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -53,7 +54,9 @@ func run(m *testing.M) int {
 	}
 	// Two controller replicas and two Envoys: readiness, NACK isolation and
 	// failover are tested on the same stack as the features.
+	// bin/sluice-testing is bin/sluice with the NACK injection flag.
 	opts := stack.Options{Images: images, Envoys: 2, Controllers: 2,
+		SluiceBin:  filepath.Join(root, "bin", "sluice-testing"),
 		SluiceArgs: []string{"--testing-nack-annotation=" + nackAnnotation}}
 	s, err := stack.Start(ctx, opts)
 	if err != nil {

@@ -64,7 +64,7 @@ func runController(args []string, stderr io.Writer) error {
 			return nil
 		})
 	}
-	fs.StringVar(&opts.NACKAnnotation, "testing-nack-annotation", "", "for tests: an ingress with this annotation set to \"true\" gets a translation Envoy rejects")
+	testingFlags(fs, &opts)
 	peers := fs.String("peers", "", "comma-separated host:port of every replica's xDS server (a name may resolve to several, e.g. a headless Service): readiness counts, and CSDS shows, the Envoys of all replicas")
 	replica := fs.String("replica-name", os.Getenv("POD_NAME"), "this replica's name in CSDS answers, unique among the replicas (default $POD_NAME, else host name and xDS port)")
 	leaderElect := fs.Bool("leader-elect", true, "only the holder of a Lease writes KIngress status")
