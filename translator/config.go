@@ -48,24 +48,35 @@ func DefaultConfig() Config {
 	}
 }
 
+// NamedPort is one listener port of a Config and the key that sets it, in
+// config-sluice and as a controller flag.
+type NamedPort struct {
+	Key  string
+	Port *uint32
+}
+
+// Ports lists c's listener ports, always in this order.
+func (c *Config) Ports() []NamedPort {
+	return []NamedPort{
+		{"external-http-port", &c.ExternalHTTPPort},
+		{"external-https-port", &c.ExternalHTTPSPort},
+		{"internal-http-port", &c.InternalHTTPPort},
+		{"internal-https-port", &c.InternalHTTPSPort},
+	}
+}
+
 // Validate reports the first unusable setting.
 func (c *Config) Validate() error {
-	ports := map[string]uint32{
-		"external-http-port":  c.ExternalHTTPPort,
-		"external-https-port": c.ExternalHTTPSPort,
-		"internal-http-port":  c.InternalHTTPPort,
-		"internal-https-port": c.InternalHTTPSPort,
-	}
 	seen := map[uint32]string{}
-	for _, name := range []string{"external-http-port", "external-https-port", "internal-http-port", "internal-https-port"} {
-		p := ports[name]
+	for _, np := range c.Ports() {
+		p := *np.Port
 		if p == 0 || p > 65535 {
-			return fmt.Errorf("%s: %d is not a port", name, p)
+			return fmt.Errorf("%s: %d is not a port", np.Key, p)
 		}
 		if other, ok := seen[p]; ok {
-			return fmt.Errorf("%s: port %d is already used by %s", name, p, other)
+			return fmt.Errorf("%s: port %d is already used by %s", np.Key, p, other)
 		}
-		seen[p] = name
+		seen[p] = np.Key
 	}
 	// Envoy binds listeners to IP addresses only.
 	if _, err := netip.ParseAddr(c.ListenAddress); err != nil {

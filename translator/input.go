@@ -144,11 +144,9 @@ func ConfigFromMap(data map[string]string) (Config, error) {
 // ConfigFromMapOver is ConfigFromMap with other defaults (the controller's
 // flags).
 func ConfigFromMapOver(c Config, data map[string]string) (Config, error) {
-	ports := map[string]*uint32{
-		"external-http-port":  &c.ExternalHTTPPort,
-		"external-https-port": &c.ExternalHTTPSPort,
-		"internal-http-port":  &c.InternalHTTPPort,
-		"internal-https-port": &c.InternalHTTPSPort,
+	ports := map[string]*uint32{}
+	for _, np := range c.Ports() {
+		ports[np.Key] = np.Port
 	}
 	durations := map[string]*time.Duration{
 		"stream-idle-timeout": &c.StreamIdleTimeout,

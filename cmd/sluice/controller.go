@@ -52,15 +52,13 @@ func runController(args []string, stderr io.Writer) error {
 	fs.BoolVar(&opts.WatchAllSecrets, "watch-all-secrets", false, "watch every Secret, not only those labelled "+"networking.internal.knative.dev/certificate-uid")
 	fs.DurationVar(&opts.Debounce, "debounce", 5*time.Millisecond, "gather changes for this long before publishing")
 	fs.IntVar(&opts.Workers, "workers", 4, "reconcile workers")
-	ports := []*uint32{&opts.Translator.ExternalHTTPPort, &opts.Translator.ExternalHTTPSPort, &opts.Translator.InternalHTTPPort, &opts.Translator.InternalHTTPSPort}
-	for i, name := range []string{"external-http-port", "external-https-port", "internal-http-port", "internal-https-port"} {
-		p := ports[i]
-		fs.Func(name, fmt.Sprintf("Envoy listener port (default %d; config-sluice may override)", *p), func(s string) error {
+	for _, np := range opts.Translator.Ports() {
+		fs.Func(np.Key, fmt.Sprintf("Envoy listener port (default %d; config-sluice may override)", *np.Port), func(s string) error {
 			var n uint32
 			if _, err := fmt.Sscan(s, &n); err != nil {
 				return err
 			}
-			*p = n
+			*np.Port = n
 			return nil
 		})
 	}
