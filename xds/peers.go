@@ -29,7 +29,7 @@ type Peers struct {
 
 	mu    sync.Mutex
 	nodes map[string]map[string]map[string]string // node id -> type -> name -> acked version
-	nacks []PeerNack
+	nacks []Rejection
 	conns map[string]*grpc.ClientConn
 	// onChange and self are set by the Server: onChange wakes readiness
 	// checks, self is this replica's name, sent with every request.
@@ -69,7 +69,7 @@ func (p *Peers) Run(ctx context.Context) {
 
 func (p *Peers) poll(ctx context.Context) {
 	next := map[string]map[string]map[string]string{}
-	var nacks []PeerNack
+	var nacks []Rejection
 	for _, a := range p.fetch(ctx, &statusv3.ClientStatusRequest{ExcludeResourceContents: true}, time.Second) {
 		if a.err != nil {
 			p.log.Debug("peer CSDS failed", zap.String("peer", a.target), zap.Error(a.err))
@@ -83,7 +83,7 @@ func (p *Peers) poll(ctx context.Context) {
 			types := map[string]map[string]string{}
 			for _, g := range cc.GetGenericXdsConfigs() {
 				if e := g.GetErrorState(); e != nil {
-					nacks = append(nacks, PeerNack{Node: id, TypeURL: g.GetTypeUrl(), Name: g.GetName(),
+					nacks = append(nacks, Rejection{Node: id, TypeURL: g.GetTypeUrl(), Name: g.GetName(),
 						Version: e.GetVersionInfo(), Error: e.GetDetails()})
 				}
 				if g.GetClientStatus() != adminv3.ClientResourceStatus_ACKED {
@@ -204,13 +204,8 @@ func (p *Peers) views() map[string]*nodeView {
 	return out
 }
 
-// PeerNack is a standing rejection by an Envoy of another replica.
-type PeerNack struct {
-	Node, TypeURL, Name, Version, Error string
-}
-
 // Nacks lists the standing rejections the peers reported last.
-func (p *Peers) Nacks() []PeerNack {
+func (p *Peers) Nacks() []Rejection {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.nacks)
