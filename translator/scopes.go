@@ -2,6 +2,7 @@ package translator
 
 import (
 	"fmt"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -32,9 +33,18 @@ const ScopeHeader = "x-sluice-scope"
 // plain HTTP: one virtual host that answers 301 to https.
 const RedirectRoutes = "https-redirect"
 
+const ingressRoutesPrefix = "ingress/"
+
 // IngressRoutes names the route configuration of the ingress namespace/name.
 func IngressRoutes(namespace, name string) string {
-	return "ingress/" + namespace + "/" + name
+	return ingressRoutesPrefix + namespace + "/" + name
+}
+
+// RoutesOwner is the key ("namespace/name") of the ingress whose route
+// configuration is named name, if it is one.
+func RoutesOwner(name string) (string, bool) {
+	key, ok := strings.CutPrefix(name, ingressRoutesPrefix)
+	return key, ok && strings.Count(key, "/") == 1
 }
 
 // ScopeName is the name and key of the scope of host on the listeners whose

@@ -1,6 +1,7 @@
 // Package controller is the glue between Kubernetes and Sluice: informers
 // feed the translator, the translator's table feeds an xDS sink, and KIngress
-// status flows back.
+// status flows back: internal/rollout decides it from what the Envoys hold
+// (status.go writes it, nack.go takes rejected ingresses out).
 package controller
 
 import (
@@ -19,7 +20,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -32,28 +32,22 @@ import (
 	kinformers "knative.dev/networking/pkg/client/informers/externalversions"
 	klisters "knative.dev/networking/pkg/client/listers/networking/v1alpha1"
 
+	"sluice.dev/sluice/internal/rollout"
 	"sluice.dev/sluice/translator"
 )
 
 // Sink receives what Envoy should serve and says what the Envoys hold.
-// The xds package implements it.
+// The xds package implements it (through internal/xdssink).
 type Sink interface {
 	// Publish hands over the full state: resources and every EDS cluster's
-	// assignment. It returns the generation of that state.
+	// assignment. It returns the generation of that state, from 1 up.
 	Publish(out *translator.Output, endpoints map[string]*endpointv3.ClusterLoadAssignment) (uint64, error)
 	// PublishEndpoints hands over changed assignments only.
 	PublishEndpoints(endpoints map[string]*endpointv3.ClusterLoadAssignment) error
-	// Behind lists the connected Envoys that do not yet serve p: that lack
-	// its route configurations and scopes at exactly their versions, or
-	// the listeners of generation gen (or a later one).
-	Behind(gen uint64, p *translator.Piece) []string
-	// Subscribe signals whenever Behind's or Rejections' answer may have
-	// changed.
+	// Subscribe signals whenever what the Envoys hold may have changed.
 	Subscribe() (<-chan struct{}, func())
-	// Rejections lists the standing NACKs of the connected Envoys.
-	Rejections() []Rejection
-	// Current is the version of a resource now served ("" for none).
-	Current(typeURL, name string) string
+	// What the Envoys hold, for the way back.
+	rollout.Fleet
 }
 
 // Options configure the controller.
@@ -113,23 +107,10 @@ type Controller struct {
 	clustersBySvc map[string][]string
 	clusterSvc    map[string]string // cluster -> "namespace/service", for clustersBySvc
 	published     bool
-	// last status seen per ingress key, to find which changed on a build
-	lastStatus map[string]string
-	// generation of the published state that first held each ingress's
-	// current piece: it is Ready once every Envoy routes as that says
-	servedGen map[string]uint64
-	// ingresses waiting for Envoys to catch up
-	waiting sets.Set[string]
-	// the servedGen every Envoy was last seen serving, per ingress
-	confirmed map[string]uint64
-	// when the current translation of each ingress was first made
-	seenAt map[string]time.Time
-	// translations an Envoy rejected
-	quarantine map[string]quarantined
-	// per rejected resource (type URL, name), the version already acted on
-	handled map[[2]string]string
-	ready   bool
-	leader  bool
+	// the way back: per ingress, what the Envoys serve of it
+	book   *rollout.Book
+	ready  bool
+	leader bool
 }
 
 // New wires the informers; Run starts them.
@@ -143,17 +124,11 @@ func New(log *zap.Logger, kube kubernetes.Interface, kn clientset.Interface, sin
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "ingress"}),
 		statusQueue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "status"}),
-		kick:       make(chan struct{}, 1),
-		cfg:        opts.Translator,
-		deps:       newDeps(),
-		eds:        map[string]*endpointv3.ClusterLoadAssignment{},
-		lastStatus: map[string]string{},
-		servedGen:  map[string]uint64{},
-		waiting:    sets.New[string](),
-		confirmed:  map[string]uint64{},
-		seenAt:     map[string]time.Time{},
-		quarantine: map[string]quarantined{},
-		handled:    map[[2]string]string{},
+		kick: make(chan struct{}, 1),
+		cfg:  opts.Translator,
+		deps: newDeps(),
+		eds:  map[string]*endpointv3.ClusterLoadAssignment{},
+		book: rollout.NewBook(sink),
 	}
 	c.table = translator.NewTable(c.cfg, nil)
 
@@ -307,7 +282,6 @@ func (c *Controller) reconcile(_ context.Context, key string) error {
 		if _, ok := c.table.Get(key); ok {
 			c.table.Delete(key)
 			c.deps.set(key, nil, nil)
-			delete(c.lastStatus, key)
 			c.mu.Unlock()
 			c.requestPublish()
 			return nil
@@ -344,21 +318,17 @@ func (c *Controller) translate(ing *v1alpha1.Ingress) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.deps.set(key, p.Services, p.SecretRefs)
-	if q, ok := c.quarantine[key]; ok {
-		if q.digest == p.Digest {
-			p = rejectedPiece(p, q.err) // the same translation: still rejected
-		} else {
-			delete(c.quarantine, key)
-		}
+	if e := c.book.Quarantined(key, p.Digest); e != nil {
+		p = rollout.RejectedPiece(p, e) // the same translation: still rejected
 	}
-	if e := statusRejection(ing); e != nil && p.Err == nil {
-		p = rejectedPiece(p, e) // the leader's word, so replicas agree
+	if e := rollout.StatusRejection(ing); e != nil && p.Err == nil {
+		p = rollout.RejectedPiece(p, e) // the leader's word, so replicas agree
 	}
 	if old, ok := c.table.Get(key); ok && samePiece(old, p) {
 		return false
 	}
 	c.table.Set(p)
-	c.seenAt[key] = start
+	c.book.Changed(key, start)
 	return true
 }
 
@@ -452,11 +422,9 @@ func (c *Controller) publish() error {
 		return err
 	}
 	c.metrics.observePublish(time.Since(start), out, nEDS)
+	c.book.Published(changed, gen)
 	c.mu.Lock()
 	c.published = true
-	for _, k := range changed {
-		c.servedGen[k] = gen
-	}
 	c.mu.Unlock()
 	for _, k := range changed {
 		c.statusQueue.Add(k)
@@ -465,28 +433,18 @@ func (c *Controller) publish() error {
 }
 
 // changedStatuses lists ingresses whose piece or conflict state changed
-// since the last build: only those the table's Build took in again are
-// looked at, so one change among many costs one. Called with mu held,
-// after Build.
+// since the last build, and forgets those gone: only those the table's
+// Build took in again are looked at, so one change among many costs one.
+// Called with mu held, after Build.
 func (c *Controller) changedStatuses() []string {
 	var out []string
 	for _, k := range c.table.Changed() {
 		p, ok := c.table.Get(k)
 		if !ok {
-			delete(c.lastStatus, k)
-			delete(c.servedGen, k)
-			delete(c.confirmed, k)
-			delete(c.seenAt, k)
-			delete(c.quarantine, k)
-			c.waiting.Delete(k)
+			c.book.Forget(k)
 			continue
 		}
-		s := fmt.Sprintf("%d/%s", p.Generation, p.Digest)
-		if e := c.table.Status(k); e != nil {
-			s += "/" + e.Reason + "/" + e.Message
-		}
-		if c.lastStatus[k] != s {
-			c.lastStatus[k] = s
+		if c.book.Noted(p, c.table.Status(k)) {
 			out = append(out, k)
 		}
 	}
@@ -645,10 +603,7 @@ func (c *Controller) watchEnvoys(ctx context.Context) {
 		case <-ch:
 		}
 		c.checkRejections()
-		c.mu.Lock()
-		keys := c.waiting.UnsortedList()
-		c.mu.Unlock()
-		for _, k := range keys {
+		for _, k := range c.book.Waiting() {
 			c.statusQueue.Add(k)
 		}
 	}

@@ -2,12 +2,14 @@ package controller
 
 import (
 	"context"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"go.uber.org/zap"
@@ -22,6 +24,7 @@ import (
 	knfake "knative.dev/networking/pkg/client/clientset/versioned/fake"
 	"knative.dev/pkg/apis"
 
+	"sluice.dev/sluice/internal/rollout"
 	"sluice.dev/sluice/translator"
 )
 
@@ -35,7 +38,7 @@ type fakeSink struct {
 	allEDS     map[string]*endpointv3.ClusterLoadAssignment
 	slow       bool
 	acked      uint64
-	rejections []Rejection
+	rejections []rollout.Rejection
 	signal     chan struct{}
 }
 
@@ -60,13 +63,13 @@ func (f *fakeSink) Behind(gen uint64, _ *translator.Piece) []string {
 
 func (f *fakeSink) Subscribe() (<-chan struct{}, func()) { return f.signal, func() {} }
 
-func (f *fakeSink) Rejections() []Rejection {
+func (f *fakeSink) Rejections() []rollout.Rejection {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.rejections
 }
 
-func (f *fakeSink) Current(typeURL, name string) string { return "v1" }
+func (f *fakeSink) Served(typeURL, name string) string { return "v1" }
 
 func (f *fakeSink) ack(gen uint64) {
 	f.mu.Lock()
@@ -361,14 +364,14 @@ func TestNACKIsolated(t *testing.T) {
 	waitFor(t, "b published", func() bool { return served(bRoutes) })
 	e.sink.mu.Lock()
 	// b's own route configuration is rejected: the NACK names b.
-	e.sink.rejections = []Rejection{
-		{Node: "envoy-0", TypeURL: typeRoute, Name: bRoutes, Version: "v1", Error: "duplicate domain"},
+	e.sink.rejections = []rollout.Rejection{
+		{Node: "envoy-0", TypeURL: resource.RouteType, Name: bRoutes, Version: "v1", Error: "duplicate domain"},
 	}
 	e.sink.mu.Unlock()
 	e.sink.signal <- struct{}{}
 	waitFor(t, "b rejected with Envoy's error", func() bool {
 		c := cond(e.get(t, "b"), v1alpha1.IngressConditionNetworkConfigured)
-		return c != nil && c.Reason == ReasonEnvoyRejected && strings.Contains(c.Message, "duplicate domain")
+		return c != nil && c.Reason == rollout.ReasonEnvoyRejected && strings.Contains(c.Message, "duplicate domain")
 	})
 	if served(bRoutes) || !served(translator.IngressRoutes("ns", "a")) {
 		t.Error("b still served, or a not, after b's NACK")

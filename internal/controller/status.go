@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -11,6 +12,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
+	"sluice.dev/sluice/internal/rollout"
 )
 
 // lbStatus is what Knative reads to reach the gateway: the Services'
@@ -24,45 +26,33 @@ func (c *Controller) lbStatus() (public, private []v1alpha1.LoadBalancerIngressS
 	return dom(c.opts.PublicService), dom(c.opts.PrivateService)
 }
 
-// desiredStatus applies what the table says about one ingress. ok is false
-// when the table holds an older generation than the object (a reconcile
-// is on its way).
+// desiredStatus is the status the table and the Envoys give one ingress
+// (see rollout.Book.Check). ok is false when there is nothing to write
+// yet: the table holds an older generation than the object (a reconcile
+// is on its way), or the ingress is not yet served by every Envoy (Envoy
+// events check it again).
 func (c *Controller) desiredStatus(ing *v1alpha1.Ingress) (st *v1alpha1.IngressStatus, ok bool) {
 	key := ing.Namespace + "/" + ing.Name
 	c.mu.Lock()
 	p, found := c.table.Get(key)
-	status := c.table.Status(key)
+	tableErr := c.table.Status(key)
 	published := c.published
-	gen, served := c.servedGen[key]
 	c.mu.Unlock()
-	if !found || !published || !served || p.Generation != ing.Generation {
+	if !found || !published || p.Generation != ing.Generation {
 		return nil, false
 	}
-	if status == nil {
-		// Ready means served: wait until every connected Envoy routes as
-		// the state holding this generation says.
-		if behind := c.sink.Behind(gen, p); len(behind) > 0 {
-			c.mu.Lock()
-			c.waiting.Insert(key)
-			c.mu.Unlock()
-			return nil, false
-		}
+	v := c.book.Check(p, tableErr, time.Now())
+	if v.Took > 0 {
+		c.metrics.propagation.Observe(v.Took.Seconds())
 	}
-	c.mu.Lock()
-	c.waiting.Delete(key)
-	if status == nil && c.confirmed[key] != gen {
-		c.confirmed[key] = gen
-		if t, ok := c.seenAt[key]; ok {
-			c.observePropagation(key, t)
-			delete(c.seenAt, key)
-		}
-	}
-	c.mu.Unlock()
 	st = ing.Status.DeepCopy()
 	st.InitializeConditions()
 	st.ObservedGeneration = ing.Generation
-	if status != nil {
-		ing.GetConditionSet().Manage(st).MarkFalse(v1alpha1.IngressConditionNetworkConfigured, status.Reason, "%s", status.Message)
+	switch v.State {
+	case rollout.Pending:
+		return nil, false
+	case rollout.Failed:
+		ing.GetConditionSet().Manage(st).MarkFalse(v1alpha1.IngressConditionNetworkConfigured, v.Err.Reason, "%s", v.Err.Message)
 		st.MarkLoadBalancerNotReady()
 		return st, true
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"sluice.dev/sluice/internal/controller"
+	"sluice.dev/sluice/internal/rollout"
 	"sluice.dev/sluice/translator"
 	"sluice.dev/sluice/xds"
 )
@@ -137,25 +138,30 @@ func (k *Sink) Behind(gen uint64, p *translator.Piece) []string {
 // Subscribe signals when Behind's or Rejections' answer may have changed.
 func (k *Sink) Subscribe() (<-chan struct{}, func()) { return k.s.Subscribe() }
 
-// Current is the version of a resource now served.
-func (k *Sink) Current(typeURL, name string) string { return k.s.Served(typeURL, name) }
+// Served is the version of a resource now served.
+func (k *Sink) Served(typeURL, name string) string { return k.s.Served(typeURL, name) }
 
 // Rejections are those of our Envoys and of the peers' (a node on both
 // counts once).
-func (k *Sink) Rejections() []controller.Rejection {
-	var out []controller.Rejection
-	ours := map[string]bool{}
-	for _, id := range k.s.NodeIDs() {
-		ours[id] = true
-	}
-	for _, r := range k.s.Rejections() {
-		out = append(out, controller.Rejection{Node: r.Node, TypeURL: r.TypeURL, Name: r.Name, Version: r.Version, Error: r.Error})
-	}
+func (k *Sink) Rejections() []rollout.Rejection {
+	var peers []xds.Rejection
 	if k.peers != nil {
-		for _, n := range k.peers.Nacks() {
-			if !ours[n.Node] {
-				out = append(out, controller.Rejection(n))
-			}
+		peers = k.peers.Nacks()
+	}
+	return mergeRejections(k.s.Rejections(), k.s.NodeIDs(), peers)
+}
+
+// mergeRejections adds to ours the peers' rejections by nodes not ours: a
+// node that moved here may still be in a peer's last report, and what it
+// says now is what we saw.
+func mergeRejections(ours []xds.Rejection, ourNodes []string, peers []xds.Rejection) []rollout.Rejection {
+	out := make([]rollout.Rejection, 0, len(ours)+len(peers))
+	for _, r := range ours {
+		out = append(out, rollout.Rejection(r))
+	}
+	for _, r := range peers {
+		if !slices.Contains(ourNodes, r.Node) {
+			out = append(out, rollout.Rejection(r))
 		}
 	}
 	return out

@@ -3,6 +3,7 @@ package xdssink
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
 
+	"sluice.dev/sluice/internal/rollout"
 	"sluice.dev/sluice/translator"
 	"sluice.dev/sluice/xds"
 )
@@ -110,5 +112,25 @@ func TestPublishFollowsEdits(t *testing.T) {
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
+	}
+}
+
+// This replica's rejections, and its peers' for the nodes it does not have.
+func TestMergeRejections(t *testing.T) {
+	ours := []xds.Rejection{{Node: "e0", TypeURL: xds.RouteType, Name: "ingress/ns/a", Version: "v2", Error: "duplicate domain"}}
+	peers := []xds.Rejection{
+		{Node: "e0", TypeURL: xds.RouteType, Name: "ingress/ns/a", Version: "v1", Error: "stale: e0 moved here"},
+		{Node: "e1", TypeURL: xds.ScopeType, Name: "internal/a.ns", Version: "v3", Error: "bad key"},
+	}
+	got := mergeRejections(ours, []string{"e0"}, peers)
+	want := []rollout.Rejection{
+		{Node: "e0", TypeURL: xds.RouteType, Name: "ingress/ns/a", Version: "v2", Error: "duplicate domain"},
+		{Node: "e1", TypeURL: xds.ScopeType, Name: "internal/a.ns", Version: "v3", Error: "bad key"},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %+v\nwant %+v", got, want)
+	}
+	if got := mergeRejections(nil, nil, nil); len(got) != 0 {
+		t.Errorf("nothing rejected: got %+v", got)
 	}
 }
