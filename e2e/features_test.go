@@ -198,19 +198,9 @@ func TestGRPC(t *testing.T) {
 func TestTLSBySNI(t *testing.T) {
 	backend(t, "secure", 1)
 	host := "secure.sluice-e2e.example.com"
-	crt, key := selfSigned(t, host)
-	sec := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "secure-cert", Namespace: ns,
-			Labels: map[string]string{networking.CertificateUIDLabelKey: "e2e"}},
-		Type: corev1.SecretTypeTLS,
-		Data: map[string][]byte{corev1.TLSCertKey: crt, corev1.TLSPrivateKeyKey: key},
-	}
-	if _, err := kube.CoreV1().Secrets(ns).Create(context.Background(), sec, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = kube.CoreV1().Secrets(ns).Delete(context.Background(), sec.Name, metav1.DeleteOptions{}) })
+	crt := tlsSecret(t, "secure-cert", host)
 	createIngress(t, "secure", v1alpha1.IngressSpec{
-		TLS:   []v1alpha1.IngressTLS{{Hosts: []string{host}, SecretName: sec.Name, SecretNamespace: ns}},
+		TLS:   []v1alpha1.IngressTLS{{Hosts: []string{host}, SecretName: "secure-cert", SecretNamespace: ns}},
 		Rules: []v1alpha1.IngressRule{ext(host, httpPath("", split("secure", 100, nil)))},
 	})
 	pool := x509.NewCertPool()
@@ -234,6 +224,25 @@ func TestTLSBySNI(t *testing.T) {
 	if code != http.StatusOK {
 		t.Errorf("https: %d", code)
 	}
+}
+
+// tlsSecret makes a Secret name holding a self-signed certificate for
+// host, labelled as Knative's certificates are, and returns the
+// certificate.
+func tlsSecret(t *testing.T, name, host string) []byte {
+	t.Helper()
+	crt, key := selfSigned(t, host)
+	sec := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns,
+			Labels: map[string]string{networking.CertificateUIDLabelKey: "e2e"}},
+		Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: crt, corev1.TLSPrivateKeyKey: key},
+	}
+	if _, err := kube.CoreV1().Secrets(ns).Create(context.Background(), sec, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = kube.CoreV1().Secrets(ns).Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	return crt
 }
 
 func selfSigned(t *testing.T, host string) (crtPEM, keyPEM []byte) {

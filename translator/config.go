@@ -34,6 +34,33 @@ type Config struct {
 	// one of them is routed straight to the local internal listener instead
 	// of through DNS, which is how rewriteHost reaches cluster-local hosts.
 	LocalGatewayDomains []string
+
+	// AccessLog is where Envoy logs each request: AccessLogStdout (the
+	// default), AccessLogStderr or AccessLogOff. AccessLogFormat (a text
+	// format of Envoy command operators) or AccessLogJSON (a JSON object of
+	// field names to such formats) shape the line; neither is Envoy's
+	// default text format. Knative's probes are left out unless
+	// AccessLogProbes.
+	AccessLog       string
+	AccessLogFormat string
+	AccessLogJSON   string
+	AccessLogProbes bool
+
+	// TLSMinVersion and TLSMaxVersion ("1.0" to "1.3") and TLSCipherSuites
+	// (TLS 1.2 suites by their OpenSSL names) bound the HTTPS listeners;
+	// empty keeps Envoy's defaults.
+	TLSMinVersion, TLSMaxVersion string
+	TLSCipherSuites              []string
+	// ServerHeader is what Envoy does with the Server response header:
+	// "overwrite" (Envoy's default), "append-if-absent" or
+	// "pass-through"; ServerName is the value it writes ("envoy" if empty).
+	ServerHeader, ServerName string
+
+	// ProxyProtocol makes the external listeners read a PROXY protocol
+	// header (and refuse connections without one). TrustedHops is how many
+	// proxies in front add trusted X-Forwarded-For entries.
+	ProxyProtocol bool
+	TrustedHops   uint32
 }
 
 // DefaultConfig returns the defaults documented in the README.
@@ -45,6 +72,7 @@ func DefaultConfig() Config {
 		InternalHTTPSPort: 8444,
 		ListenAddress:     "0.0.0.0",
 		ConnectTimeout:    5 * time.Second,
+		AccessLog:         AccessLogStdout,
 	}
 }
 
@@ -88,6 +116,12 @@ func (c *Config) Validate() error {
 	// Envoy requires connect_timeout > 0.
 	if c.ConnectTimeout <= 0 {
 		return fmt.Errorf("connect-timeout: %v must be positive", c.ConnectTimeout)
+	}
+	if err := c.checkAccessLog(); err != nil {
+		return err
+	}
+	if err := c.checkTLS(); err != nil {
+		return err
 	}
 	return nil
 }

@@ -135,8 +135,13 @@ func ParseInput(data []byte) (*Input, error) {
 // ConfigFromMap reads the config-sluice ConfigMap. Keys: external-http-port,
 // external-https-port, internal-http-port, internal-https-port,
 // listen-address, stream-idle-timeout, idle-timeout, connect-timeout
-// (Go durations), default-certificate (namespace/name), and
-// local-gateway-domains (comma separated). Unknown keys are errors.
+// (Go durations), default-certificate (namespace/name),
+// local-gateway-domains (comma separated), access-log (stdout, stderr or
+// off), access-log-format or access-log-json, access-log-probes (true or
+// false), tls-min-version and tls-max-version (1.0 to 1.3),
+// tls-cipher-suites (comma separated), server-header (overwrite,
+// append-if-absent or pass-through), server-name, proxy-protocol (true or
+// false) and trusted-hops (a number). Unknown keys are errors.
 func ConfigFromMap(data map[string]string) (Config, error) {
 	return ConfigFromMapOver(DefaultConfig(), data)
 }
@@ -152,6 +157,20 @@ func ConfigFromMapOver(c Config, data map[string]string) (Config, error) {
 		"stream-idle-timeout": &c.StreamIdleTimeout,
 		"idle-timeout":        &c.IdleTimeout,
 		"connect-timeout":     &c.ConnectTimeout,
+	}
+	strs := map[string]*string{
+		"listen-address":      &c.ListenAddress,
+		"default-certificate": &c.DefaultCertificate,
+		"access-log":          &c.AccessLog,
+		"access-log-json":     &c.AccessLogJSON,
+		"tls-min-version":     &c.TLSMinVersion,
+		"tls-max-version":     &c.TLSMaxVersion,
+		"server-header":       &c.ServerHeader,
+		"server-name":         &c.ServerName,
+	}
+	bools := map[string]*bool{
+		"access-log-probes": &c.AccessLogProbes,
+		"proxy-protocol":    &c.ProxyProtocol,
 	}
 	keys := make([]string, 0, len(data))
 	for k := range data {
@@ -173,17 +192,26 @@ func ConfigFromMapOver(c Config, data map[string]string) (Config, error) {
 				return c, fmt.Errorf("data.%s: %v", k, err)
 			}
 			*durations[k] = d
-		case k == "listen-address":
-			c.ListenAddress = v
-		case k == "default-certificate":
-			c.DefaultCertificate = v
-		case k == "local-gateway-domains":
-			c.LocalGatewayDomains = nil
-			for _, d := range strings.Split(v, ",") {
-				if d = strings.ToLower(strings.TrimSpace(d)); d != "" {
-					c.LocalGatewayDomains = append(c.LocalGatewayDomains, d)
-				}
+		case strs[k] != nil:
+			*strs[k] = v
+		case bools[k] != nil:
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return c, fmt.Errorf("data.%s: %q is not true or false", k, v)
 			}
+			*bools[k] = b
+		case k == "access-log-format":
+			c.AccessLogFormat = data[k] // spaces are part of the format
+		case k == "tls-cipher-suites":
+			c.TLSCipherSuites = commaList(v, false)
+		case k == "local-gateway-domains":
+			c.LocalGatewayDomains = commaList(v, true)
+		case k == "trusted-hops":
+			n, err := strconv.ParseUint(v, 10, 8)
+			if err != nil {
+				return c, fmt.Errorf("data.%s: %q is not a number of proxies (0-255)", k, v)
+			}
+			c.TrustedHops = uint32(n)
 		default:
 			return c, fmt.Errorf("data.%s: unknown key", k)
 		}
@@ -192,6 +220,20 @@ func ConfigFromMapOver(c Config, data map[string]string) (Config, error) {
 		return c, fmt.Errorf("data: %v", err)
 	}
 	return c, nil
+}
+
+// commaList splits a comma-separated value, dropping empty entries.
+func commaList(v string, lower bool) []string {
+	var out []string
+	for _, e := range strings.Split(v, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			if lower {
+				e = strings.ToLower(e)
+			}
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func stripComments(b []byte) []byte {

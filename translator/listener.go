@@ -7,6 +7,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	proxyprotocolv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/proxy_protocol/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -43,10 +44,24 @@ func listenAddress(cfg *Config, port uint32) *corev3.Address {
 
 func httpListener(name string, port uint32, scopes string, cfg *Config) *listenerv3.Listener {
 	return &listenerv3.Listener{
-		Name:         name,
-		Address:      listenAddress(cfg, port),
-		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm(name, scopes, cfg)}}},
+		Name:            name,
+		Address:         listenAddress(cfg, port),
+		ListenerFilters: proxyProtocol(name, cfg),
+		FilterChains:    []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm(name, scopes, cfg)}}},
 	}
+}
+
+// proxyProtocol reads the PROXY protocol header on the external listeners
+// when asked: the load balancer in front then passes on the client's
+// address, and a connection without the header is refused.
+func proxyProtocol(listener string, cfg *Config) []*listenerv3.ListenerFilter {
+	if !cfg.ProxyProtocol || (listener != ExternalHTTP && listener != ExternalHTTPS) {
+		return nil
+	}
+	return []*listenerv3.ListenerFilter{{
+		Name:       wellknown.ProxyProtocol,
+		ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&proxyprotocolv3.ProxyProtocol{})},
+	}}
 }
 
 // httpsListener serves one filter chain per TLS entry, chosen by SNI, and
@@ -56,23 +71,24 @@ func httpsListener(name string, port uint32, scopes string, entries []TLSEntry, 
 	l := &listenerv3.Listener{
 		Name:    name,
 		Address: listenAddress(cfg, port),
-		ListenerFilters: []*listenerv3.ListenerFilter{{
+		// The PROXY header comes before the TLS hello.
+		ListenerFilters: append(proxyProtocol(name, cfg), &listenerv3.ListenerFilter{
 			Name:       wellknown.TLSInspector,
 			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspectorv3.TlsInspector{})},
-		}},
+		}),
 	}
 	for _, e := range entries {
 		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 			Name:             e.Secret + "/" + e.Hosts[0],
 			FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: e.Hosts},
-			TransportSocket:  downstreamTLS(e.Secret),
+			TransportSocket:  downstreamTLS(e.Secret, cfg),
 			Filters:          []*listenerv3.Filter{hcm(name, scopes, cfg)},
 		})
 	}
 	if defaultSecret != "" {
 		l.DefaultFilterChain = &listenerv3.FilterChain{
 			Name:            "default",
-			TransportSocket: downstreamTLS(defaultSecret),
+			TransportSocket: downstreamTLS(defaultSecret, cfg),
 			Filters:         []*listenerv3.Filter{hcm(name, scopes, cfg)},
 		}
 	}
@@ -93,7 +109,17 @@ func hcm(stat, scopes string, cfg *Config) *listenerv3.Filter {
 		}},
 		UpgradeConfigs:   []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 		UseRemoteAddress: wrapperspb.Bool(true),
+		AccessLog:        accessLogs(cfg),
 	}
+	if cfg.TrustedHops > 0 {
+		// X-Forwarded-For entries added by this many proxies in front are
+		// believed: the client address is the one before them.
+		m.XffNumTrustedHops = cfg.TrustedHops
+	}
+	if cfg.ServerHeader != "" {
+		m.ServerHeaderTransformation = serverHeaders[cfg.ServerHeader]
+	}
+	m.ServerName = cfg.ServerName
 	if cfg.StreamIdleTimeout > 0 {
 		m.StreamIdleTimeout = durationpb.New(cfg.StreamIdleTimeout)
 	}
@@ -106,8 +132,9 @@ func hcm(stat, scopes string, cfg *Config) *listenerv3.Filter {
 	}
 }
 
-func downstreamTLS(secret string) *corev3.TransportSocket {
+func downstreamTLS(secret string, cfg *Config) *corev3.TransportSocket {
 	ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		TlsParams:     tlsParams(cfg),
 		AlpnProtocols: []string{"h2", "http/1.1"},
 		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{
 			Name:      secret,

@@ -305,7 +305,7 @@ func TestValidateDeepSeesInsideAny(t *testing.T) {
 	if errs := validateDeep(l); len(errs) == 0 {
 		t.Fatal("an HCM without stat_prefix inside a listener passed")
 	}
-	ctx := downstreamTLS("")
+	ctx := downstreamTLS("", &Config{})
 	if errs := validateDeep(ctx); len(errs) == 0 {
 		t.Fatal("an SDS config without a name inside a TLS context passed")
 	}

@@ -117,8 +117,9 @@ func (s *Stack) startEnvoy(ctx context.Context, name string, i int, replicas []i
 	}
 	// Distinct base ids keep the Envoys' shared memory regions apart.
 	s.mu.Lock()
+	// Access log lines reach the log within a second, as the chart has it.
 	pr, err := s.startProc(name, s.bin("envoy"), "-c", bootstrap, "--base-id", strconv.Itoa(7300+i),
-		"--log-level", "info")
+		"--log-level", "info", "--file-flush-interval-msec", "1000")
 	s.mu.Unlock()
 	if err != nil {
 		return nil, err
