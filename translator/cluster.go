@@ -3,7 +3,6 @@ package translator
 import (
 	"crypto/tls"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strings"
 
@@ -30,6 +29,15 @@ func SecretName(namespace, name string) string { return namespace + "/" + name }
 
 const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
+// http2Options makes a cluster speak HTTP/2 (cleartext) upstream.
+func http2Options() map[string]*anypb.Any {
+	return map[string]*anypb.Any{httpProtocolOptionsKey: mustAny(&httpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+		}},
+	})}
+}
+
 func clusterFor(b v1alpha1.IngressBackend, field string, lookup Lookup, cfg *Config) (*clusterv3.Cluster, Backend, *Error) {
 	svc, ok := lookup.Service(b.ServiceNamespace, b.ServiceName)
 	if !ok {
@@ -55,12 +63,7 @@ func clusterFor(b v1alpha1.IngressBackend, field string, lookup Lookup, cfg *Con
 		}}},
 	}
 	if isH2C(port) {
-		opts := mustAny(&httpv3.HttpProtocolOptions{
-			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
-			}},
-		})
-		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: opts}
+		c.TypedExtensionProtocolOptions = http2Options()
 	}
 
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
@@ -151,11 +154,16 @@ func secretResource(s *corev1.Secret) (*tlsv3.Secret, error) {
 }
 
 // localAddress is where this Envoy's own listeners are reachable: loopback
-// when they bind every address, else the one address they bind.
+// when they bind every address, else the first address they bind.
 func localAddress(cfg *Config) string {
-	ip, err := netip.ParseAddr(cfg.ListenAddress)
-	if err != nil || ip.IsUnspecified() {
+	addrs := cfg.listenAddresses()
+	switch {
+	case len(addrs) == 0:
 		return "127.0.0.1"
+	case !addrs[0].IsUnspecified():
+		return addrs[0].String()
+	case addrs[0].Is6() && len(addrs) > 1:
+		return "::1" // "::" beside other addresses takes IPv6 only
 	}
-	return ip.String()
+	return "127.0.0.1"
 }

@@ -3,6 +3,7 @@ package translator
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -14,7 +15,9 @@ type Config struct {
 	ExternalHTTPSPort uint32
 	InternalHTTPPort  uint32
 	InternalHTTPSPort uint32
-	// ListenAddress is the address every listener binds.
+	// ListenAddress is the address every listener binds, or several,
+	// comma separated ("0.0.0.0,::" for dual stack; "::" alone takes IPv4
+	// too).
 	ListenAddress string
 
 	// StreamIdleTimeout and IdleTimeout bound idle streams and idle
@@ -61,18 +64,30 @@ type Config struct {
 	// proxies in front add trusted X-Forwarded-For entries.
 	ProxyProtocol bool
 	TrustedHops   uint32
+
+	// TracingCollector, host:port of an OpenTelemetry collector, turns
+	// tracing on; TracingProtocol is TracingGRPC or TracingHTTP,
+	// TracingSampling the percentage of requests traced, TracingServiceName
+	// the service the spans say they come from.
+	TracingCollector   string
+	TracingProtocol    string
+	TracingSampling    float64
+	TracingServiceName string
 }
 
 // DefaultConfig returns the defaults documented in the README.
 func DefaultConfig() Config {
 	return Config{
-		ExternalHTTPPort:  8080,
-		ExternalHTTPSPort: 8443,
-		InternalHTTPPort:  8081,
-		InternalHTTPSPort: 8444,
-		ListenAddress:     "0.0.0.0",
-		ConnectTimeout:    5 * time.Second,
-		AccessLog:         AccessLogStdout,
+		ExternalHTTPPort:   8080,
+		ExternalHTTPSPort:  8443,
+		InternalHTTPPort:   8081,
+		InternalHTTPSPort:  8444,
+		ListenAddress:      "0.0.0.0",
+		ConnectTimeout:     5 * time.Second,
+		AccessLog:          AccessLogStdout,
+		TracingProtocol:    TracingGRPC,
+		TracingSampling:    100,
+		TracingServiceName: "sluice-gateway",
 	}
 }
 
@@ -107,8 +122,16 @@ func (c *Config) Validate() error {
 		seen[p] = np.Key
 	}
 	// Envoy binds listeners to IP addresses only.
-	if _, err := netip.ParseAddr(c.ListenAddress); err != nil {
-		return fmt.Errorf("listen-address: %q is not an IP address", c.ListenAddress)
+	seenAddr := map[netip.Addr]bool{}
+	for _, a := range strings.Split(c.ListenAddress, ",") {
+		ip, err := netip.ParseAddr(strings.TrimSpace(a))
+		if err != nil {
+			return fmt.Errorf("listen-address: %q is not an IP address", strings.TrimSpace(a))
+		}
+		if seenAddr[ip] {
+			return fmt.Errorf("listen-address: %s is listed twice", ip)
+		}
+		seenAddr[ip] = true
 	}
 	if c.StreamIdleTimeout < 0 || c.IdleTimeout < 0 {
 		return fmt.Errorf("timeouts must not be negative")
@@ -123,5 +146,20 @@ func (c *Config) Validate() error {
 	if err := c.checkTLS(); err != nil {
 		return err
 	}
+	if err := c.checkTracing(); err != nil {
+		return err
+	}
 	return nil
+}
+
+// listenAddresses are the addresses of ListenAddress, valid once Validate
+// passed.
+func (c *Config) listenAddresses() []netip.Addr {
+	var out []netip.Addr
+	for _, a := range strings.Split(c.ListenAddress, ",") {
+		if ip, err := netip.ParseAddr(strings.TrimSpace(a)); err == nil {
+			out = append(out, ip)
+		}
+	}
+	return out
 }

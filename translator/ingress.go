@@ -188,8 +188,9 @@ func translate(p *Piece, ing *v1alpha1.Ingress, lookup Lookup, cfg *Config) *Err
 				return err
 			}
 			name := fmt.Sprintf("%s/%s/r%d/p%d", ing.Namespace, ing.Name, i, j)
-			probes = append(probes, newRoute(name+"/probe", path, action, p.Hash, true))
-			routes = append(routes, newRoute(name, path, action, p.Hash, false))
+			probe, route := newRoute(name+"/probe", path, action, p.Hash, true), newRoute(name, path, action, p.Hash, false)
+			probe.Tracing, route.Tracing = routeTracing(cfg, ing.Namespace, ing.Name), routeTracing(cfg, ing.Namespace, ing.Name)
+			probes, routes = append(probes, probe), append(routes, route)
 		}
 		// Probe copies go first, like ingress.InsertProbe does.
 		routes = append(probes, routes...)

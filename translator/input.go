@@ -141,7 +141,9 @@ func ParseInput(data []byte) (*Input, error) {
 // false), tls-min-version and tls-max-version (1.0 to 1.3),
 // tls-cipher-suites (comma separated), server-header (overwrite,
 // append-if-absent or pass-through), server-name, proxy-protocol (true or
-// false) and trusted-hops (a number). Unknown keys are errors.
+// false), trusted-hops (a number), tracing-collector (host:port),
+// tracing-protocol (grpc or http), tracing-sampling (percent) and
+// tracing-service-name. Unknown keys are errors.
 func ConfigFromMap(data map[string]string) (Config, error) {
 	return ConfigFromMapOver(DefaultConfig(), data)
 }
@@ -159,14 +161,17 @@ func ConfigFromMapOver(c Config, data map[string]string) (Config, error) {
 		"connect-timeout":     &c.ConnectTimeout,
 	}
 	strs := map[string]*string{
-		"listen-address":      &c.ListenAddress,
-		"default-certificate": &c.DefaultCertificate,
-		"access-log":          &c.AccessLog,
-		"access-log-json":     &c.AccessLogJSON,
-		"tls-min-version":     &c.TLSMinVersion,
-		"tls-max-version":     &c.TLSMaxVersion,
-		"server-header":       &c.ServerHeader,
-		"server-name":         &c.ServerName,
+		"listen-address":       &c.ListenAddress,
+		"default-certificate":  &c.DefaultCertificate,
+		"access-log":           &c.AccessLog,
+		"access-log-json":      &c.AccessLogJSON,
+		"tls-min-version":      &c.TLSMinVersion,
+		"tls-max-version":      &c.TLSMaxVersion,
+		"server-header":        &c.ServerHeader,
+		"server-name":          &c.ServerName,
+		"tracing-collector":    &c.TracingCollector,
+		"tracing-protocol":     &c.TracingProtocol,
+		"tracing-service-name": &c.TracingServiceName,
 	}
 	bools := map[string]*bool{
 		"access-log-probes": &c.AccessLogProbes,
@@ -206,6 +211,12 @@ func ConfigFromMapOver(c Config, data map[string]string) (Config, error) {
 			c.TLSCipherSuites = commaList(v, false)
 		case k == "local-gateway-domains":
 			c.LocalGatewayDomains = commaList(v, true)
+		case k == "tracing-sampling":
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return c, fmt.Errorf("data.%s: %q is not a percentage", k, v)
+			}
+			c.TracingSampling = f
 		case k == "trusted-hops":
 			n, err := strconv.ParseUint(v, 10, 8)
 			if err != nil {

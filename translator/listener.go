@@ -1,7 +1,6 @@
 package translator
 
 import (
-	"net/netip"
 	"sort"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -34,20 +33,37 @@ const (
 
 // listenAddress binds "::" dual-stack: Envoy sets IPV6_V6ONLY otherwise,
 // and IPv4 clients (and the local-gateway clusters) could not connect.
+// listenAddress is the first listen address; "::" alone takes IPv4 too.
 func listenAddress(cfg *Config, port uint32) *corev3.Address {
-	a := socketAddress(cfg.ListenAddress, port)
-	if ip, err := netip.ParseAddr(cfg.ListenAddress); err == nil && ip.Is6() && ip.IsUnspecified() {
+	addrs := cfg.listenAddresses()
+	if len(addrs) == 0 {
+		return socketAddress(cfg.ListenAddress, port)
+	}
+	a := socketAddress(addrs[0].String(), port)
+	if len(addrs) == 1 && addrs[0].Is6() && addrs[0].IsUnspecified() {
 		a.GetSocketAddress().Ipv4Compat = true
 	}
 	return a
 }
 
+// moreAddresses are the other listen addresses, each its own socket (an
+// IPv6 one takes IPv6 only).
+func moreAddresses(cfg *Config, port uint32) []*listenerv3.AdditionalAddress {
+	var out []*listenerv3.AdditionalAddress
+	addrs := cfg.listenAddresses()
+	for i := 1; i < len(addrs); i++ {
+		out = append(out, &listenerv3.AdditionalAddress{Address: socketAddress(addrs[i].String(), port)})
+	}
+	return out
+}
+
 func httpListener(name string, port uint32, scopes string, cfg *Config) *listenerv3.Listener {
 	return &listenerv3.Listener{
-		Name:            name,
-		Address:         listenAddress(cfg, port),
-		ListenerFilters: proxyProtocol(name, cfg),
-		FilterChains:    []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm(name, scopes, cfg)}}},
+		Name:                name,
+		Address:             listenAddress(cfg, port),
+		AdditionalAddresses: moreAddresses(cfg, port),
+		ListenerFilters:     proxyProtocol(name, cfg),
+		FilterChains:        []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcm(name, scopes, cfg)}}},
 	}
 }
 
@@ -69,8 +85,9 @@ func proxyProtocol(listener string, cfg *Config) []*listenerv3.ListenerFilter {
 // left out: Envoy rejects a listener without filter chains.
 func httpsListener(name string, port uint32, scopes string, entries []TLSEntry, defaultSecret string, cfg *Config) *listenerv3.Listener {
 	l := &listenerv3.Listener{
-		Name:    name,
-		Address: listenAddress(cfg, port),
+		Name:                name,
+		Address:             listenAddress(cfg, port),
+		AdditionalAddresses: moreAddresses(cfg, port),
 		// The PROXY header comes before the TLS hello.
 		ListenerFilters: append(proxyProtocol(name, cfg), &listenerv3.ListenerFilter{
 			Name:       wellknown.TLSInspector,
@@ -110,6 +127,7 @@ func hcm(stat, scopes string, cfg *Config) *listenerv3.Filter {
 		UpgradeConfigs:   []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 		UseRemoteAddress: wrapperspb.Bool(true),
 		AccessLog:        accessLogs(cfg),
+		Tracing:          tracing(cfg),
 	}
 	if cfg.TrustedHops > 0 {
 		// X-Forwarded-For entries added by this many proxies in front are

@@ -215,6 +215,9 @@ func (t *Table) Build() *Output {
 		routeEdits[RedirectRoutes] = redirectRoutes()
 	}
 	clusterEdits := map[string]*clusterv3.Cluster{}
+	if c := tracingCluster(&t.cfg); c != nil && t.out == nil {
+		clusterEdits[c.Name] = c // the config's: a new config is a new table
+	}
 	secretsChanged, tlsChanged := t.out == nil, t.out == nil
 	for k := range changed {
 		var now *Piece
