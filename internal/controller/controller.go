@@ -7,16 +7,12 @@ package controller
 import (
 	"context"
 	"fmt"
-	"maps"
-	"slices"
 	"sync"
 	"time"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"go.uber.org/zap"
-	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -339,34 +335,6 @@ func samePiece(a, b *translator.Piece) bool {
 	return a.Generation == b.Generation && a.Digest == b.Digest
 }
 
-func (c *Controller) requestPublish() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (c *Controller) publishLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-c.kick:
-		}
-		if c.opts.Debounce > 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(c.opts.Debounce):
-			}
-		}
-		if err := c.publish(); err != nil {
-			c.log.Error("publish failed", zap.Error(err))
-			time.AfterFunc(time.Second, c.requestPublish)
-		}
-	}
-}
-
 // dropManagedFields keeps managedFields out of the informer caches: the
 // controller never reads them, and with tens of thousands of Services and
 // KIngresses they are a good part of its memory. (A status update without
@@ -376,124 +344,6 @@ func dropManagedFields(obj any) (any, error) {
 		m.SetManagedFields(nil)
 	}
 	return obj, nil
-}
-
-// publish builds the state and hands its change to the sink, then queues a
-// status update for every ingress whose outcome changed.
-func (c *Controller) publish() error {
-	start := time.Now()
-	c.mu.Lock()
-	out := c.table.Build()
-	// Assignments of the clusters the Build changed (all of them on a
-	// table's first Build), kept up to date with their Services.
-	names := out.Edits.Clusters
-	if out.Edits.All || c.eds == nil {
-		c.eds, c.clusterSvc, c.clustersBySvc = map[string]*endpointv3.ClusterLoadAssignment{}, map[string]string{}, map[string][]string{}
-		names = slices.Collect(maps.Keys(out.Backends))
-	}
-	eds := make(map[string]*endpointv3.ClusterLoadAssignment, len(names))
-	for _, name := range names {
-		if svc, ok := c.clusterSvc[name]; ok {
-			c.clustersBySvc[svc] = slices.DeleteFunc(c.clustersBySvc[svc], func(n string) bool { return n == name })
-			if len(c.clustersBySvc[svc]) == 0 {
-				delete(c.clustersBySvc, svc)
-			}
-			delete(c.clusterSvc, name)
-		}
-		b, ok := out.Backends[name]
-		if !ok || b.External {
-			delete(c.eds, name)
-			continue
-		}
-		svc := b.Namespace + "/" + b.Service
-		c.clusterSvc[name] = svc
-		c.clustersBySvc[svc] = append(c.clustersBySvc[svc], name)
-		cla := translator.LoadAssignment(name, b, c.slicesFor(b.Namespace, b.Service))
-		c.eds[name] = cla
-		eds[name] = cla
-	}
-	c.backends = out.Backends
-	nEDS := len(c.eds)
-	changed := c.changedStatuses()
-	c.mu.Unlock()
-
-	gen, err := c.sink.Publish(out, eds)
-	if err != nil {
-		return err
-	}
-	c.metrics.observePublish(time.Since(start), out, nEDS)
-	c.book.Published(changed, gen)
-	c.mu.Lock()
-	c.published = true
-	c.mu.Unlock()
-	for _, k := range changed {
-		c.statusQueue.Add(k)
-	}
-	return nil
-}
-
-// changedStatuses lists ingresses whose piece or conflict state changed
-// since the last build, and forgets those gone: only those the table's
-// Build took in again are looked at, so one change among many costs one.
-// Called with mu held, after Build.
-func (c *Controller) changedStatuses() []string {
-	var out []string
-	for _, k := range c.table.Changed() {
-		p, ok := c.table.Get(k)
-		if !ok {
-			c.book.Forget(k)
-			continue
-		}
-		if c.book.Noted(p, c.table.Status(k)) {
-			out = append(out, k)
-		}
-	}
-	return out
-}
-
-func (c *Controller) slicesFor(ns, svc string) []*discoveryv1.EndpointSlice {
-	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: svc})
-	s, err := c.sliceLister.EndpointSlices(ns).List(sel)
-	if err != nil {
-		return nil
-	}
-	return s
-}
-
-// sliceChanged recomputes the assignments of the clusters of the slice's
-// Service and sends only those: endpoint churn never re-translates routes.
-func (c *Controller) sliceChanged(obj any) {
-	m, ok := metaOf(obj)
-	if !ok {
-		return
-	}
-	svc := m.GetLabels()[discoveryv1.LabelServiceName]
-	if svc == "" {
-		return
-	}
-	c.mu.Lock()
-	if !c.published {
-		c.mu.Unlock()
-		return
-	}
-	changed := map[string]*endpointv3.ClusterLoadAssignment{}
-	for _, name := range c.clustersBySvc[m.GetNamespace()+"/"+svc] {
-		b := c.backends[name]
-		cla := translator.LoadAssignment(name, b, c.slicesFor(b.Namespace, b.Service))
-		if old := c.eds[name]; old == nil || !proto.Equal(old, cla) {
-			c.eds[name] = cla
-			changed[name] = cla
-		}
-	}
-	c.mu.Unlock()
-	if len(changed) == 0 {
-		return
-	}
-	if err := c.sink.PublishEndpoints(changed); err != nil {
-		c.log.Error("publishing endpoints failed", zap.Error(err))
-		return
-	}
-	c.metrics.endpointPushes.Add(float64(len(changed)))
 }
 
 func (c *Controller) enqueueDependents(obj any, index func(string) []string) {
@@ -513,25 +363,6 @@ func (c *Controller) enqueueDependents(obj any, index func(string) []string) {
 	}
 }
 
-func (c *Controller) isDefaultCert(m metav1.Object) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, isSecret := m.(*corev1.Secret)
-	return isSecret && c.cfg.DefaultCertificate == m.GetNamespace()+"/"+m.GetName()
-}
-
-// configChanged reloads config-sluice; a new config re-translates every
-// ingress.
-func (c *Controller) configChanged() {
-	if !c.loadConfig() {
-		return
-	}
-	for _, k := range c.ourKeys() {
-		c.queue.Add(k)
-	}
-	c.requestPublish()
-}
-
 // ourKeys lists the keys of every ingress of our class in the cache.
 func (c *Controller) ourKeys() []string {
 	ings, err := c.ingLister.List(labels.Everything())
@@ -547,37 +378,6 @@ func (c *Controller) ourKeys() []string {
 	return keys
 }
 
-// loadConfig reads config-sluice over the defaults. A bad ConfigMap keeps
-// the last good config and is logged. It reports whether the table was
-// rebuilt.
-func (c *Controller) loadConfig() bool {
-	cfg := c.opts.Translator
-	cm, err := c.cmLister.ConfigMaps(c.opts.SystemNamespace).Get(translator.ConfigMapName)
-	if err == nil {
-		cfg, err = translator.ConfigFromMapOver(c.opts.Translator, cm.Data)
-		if err != nil {
-			c.log.Error("config-sluice rejected, keeping the last good config", zap.Error(err))
-			return false
-		}
-	}
-	def, derr := translator.DefaultSecret(&cfg, lookup{c})
-	if derr != nil {
-		c.log.Error("default certificate not served", zap.Error(derr))
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.cfg = cfg
-	// A fresh table with every piece kept: pieces are re-translated by the
-	// reconciles queued by the caller.
-	t := translator.NewTable(cfg, def)
-	for _, k := range c.table.Keys() {
-		p, _ := c.table.Get(k)
-		t.Set(p)
-	}
-	c.table = t
-	return true
-}
-
 // lookup serves the translator from the informer caches.
 type lookup struct{ c *Controller }
 
@@ -589,22 +389,4 @@ func (l lookup) Service(ns, name string) (*corev1.Service, bool) {
 func (l lookup) Secret(ns, name string) (*corev1.Secret, bool) {
 	s, err := l.c.secretLister.Secrets(ns).Get(name)
 	return s, err == nil
-}
-
-// watchEnvoys re-checks the ingresses waiting for Envoys whenever an Envoy
-// ACKs, NACKs, connects or leaves.
-func (c *Controller) watchEnvoys(ctx context.Context) {
-	ch, cancel := c.sink.Subscribe()
-	defer cancel()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ch:
-		}
-		c.checkRejections()
-		for _, k := range c.book.Waiting() {
-			c.statusQueue.Add(k)
-		}
-	}
 }

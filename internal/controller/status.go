@@ -110,3 +110,21 @@ func (c *Controller) updateStatus(ctx context.Context, key string) error {
 		return err
 	})
 }
+
+// watchEnvoys re-checks the ingresses waiting for Envoys whenever an Envoy
+// ACKs, NACKs, connects or leaves.
+func (c *Controller) watchEnvoys(ctx context.Context) {
+	ch, cancel := c.sink.Subscribe()
+	defer cancel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+		c.checkRejections()
+		for _, k := range c.book.Waiting() {
+			c.statusQueue.Add(k)
+		}
+	}
+}
