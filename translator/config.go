@@ -73,6 +73,21 @@ type Config struct {
 	TracingProtocol    string
 	TracingSampling    float64
 	TracingServiceName string
+
+	// ExtAuthzAddress, host:port of an authorization service, makes every
+	// request ask it first (see extauthz.go), over ExtAuthzProtocol
+	// (ExtAuthzGRPC or ExtAuthzHTTP), waiting ExtAuthzTimeout; a service
+	// that fails lets requests through only if ExtAuthzFailOpen. Up to
+	// ExtAuthzBodyBytes of the body go along; an HTTP service gets paths
+	// under ExtAuthzPathPrefix and, beside Envoy's defaults, the headers
+	// ExtAuthzHeaders.
+	ExtAuthzAddress    string
+	ExtAuthzProtocol   string
+	ExtAuthzTimeout    time.Duration
+	ExtAuthzFailOpen   bool
+	ExtAuthzBodyBytes  uint32
+	ExtAuthzPathPrefix string
+	ExtAuthzHeaders    []string
 }
 
 // DefaultConfig returns the defaults documented in the README.
@@ -88,6 +103,8 @@ func DefaultConfig() Config {
 		TracingProtocol:    TracingGRPC,
 		TracingSampling:    100,
 		TracingServiceName: "sluice-gateway",
+		ExtAuthzProtocol:   ExtAuthzGRPC,
+		ExtAuthzTimeout:    2 * time.Second,
 	}
 }
 
@@ -147,6 +164,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.checkTracing(); err != nil {
+		return err
+	}
+	if err := c.checkExtAuthz(); err != nil {
 		return err
 	}
 	return nil

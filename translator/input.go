@@ -143,7 +143,10 @@ func ParseInput(data []byte) (*Input, error) {
 // append-if-absent or pass-through), server-name, proxy-protocol (true or
 // false), trusted-hops (a number), tracing-collector (host:port),
 // tracing-protocol (grpc or http), tracing-sampling (percent) and
-// tracing-service-name. Unknown keys are errors.
+// tracing-service-name, and ext-authz-address, ext-authz-protocol (grpc or
+// http), ext-authz-timeout, ext-authz-failure-mode (deny or allow),
+// ext-authz-body-bytes, ext-authz-path-prefix and ext-authz-headers.
+// Unknown keys are errors.
 func ConfigFromMap(data map[string]string) (Config, error) {
 	return ConfigFromMapOver(DefaultConfig(), data)
 }
@@ -156,22 +159,26 @@ func ConfigFromMapOver(c Config, data map[string]string) (Config, error) {
 		ports[np.Key] = np.Port
 	}
 	durations := map[string]*time.Duration{
+		"ext-authz-timeout":   &c.ExtAuthzTimeout,
 		"stream-idle-timeout": &c.StreamIdleTimeout,
 		"idle-timeout":        &c.IdleTimeout,
 		"connect-timeout":     &c.ConnectTimeout,
 	}
 	strs := map[string]*string{
-		"listen-address":       &c.ListenAddress,
-		"default-certificate":  &c.DefaultCertificate,
-		"access-log":           &c.AccessLog,
-		"access-log-json":      &c.AccessLogJSON,
-		"tls-min-version":      &c.TLSMinVersion,
-		"tls-max-version":      &c.TLSMaxVersion,
-		"server-header":        &c.ServerHeader,
-		"server-name":          &c.ServerName,
-		"tracing-collector":    &c.TracingCollector,
-		"tracing-protocol":     &c.TracingProtocol,
-		"tracing-service-name": &c.TracingServiceName,
+		"listen-address":        &c.ListenAddress,
+		"default-certificate":   &c.DefaultCertificate,
+		"access-log":            &c.AccessLog,
+		"access-log-json":       &c.AccessLogJSON,
+		"tls-min-version":       &c.TLSMinVersion,
+		"tls-max-version":       &c.TLSMaxVersion,
+		"server-header":         &c.ServerHeader,
+		"server-name":           &c.ServerName,
+		"tracing-collector":     &c.TracingCollector,
+		"tracing-protocol":      &c.TracingProtocol,
+		"tracing-service-name":  &c.TracingServiceName,
+		"ext-authz-address":     &c.ExtAuthzAddress,
+		"ext-authz-protocol":    &c.ExtAuthzProtocol,
+		"ext-authz-path-prefix": &c.ExtAuthzPathPrefix,
 	}
 	bools := map[string]*bool{
 		"access-log-probes": &c.AccessLogProbes,
@@ -211,6 +218,21 @@ func ConfigFromMapOver(c Config, data map[string]string) (Config, error) {
 			c.TLSCipherSuites = commaList(v, false)
 		case k == "local-gateway-domains":
 			c.LocalGatewayDomains = commaList(v, true)
+		case k == "ext-authz-failure-mode":
+			switch v {
+			case "deny", "allow":
+				c.ExtAuthzFailOpen = v == "allow"
+			default:
+				return c, fmt.Errorf("data.%s: %q is not deny or allow", k, v)
+			}
+		case k == "ext-authz-body-bytes":
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil {
+				return c, fmt.Errorf("data.%s: %q is not a number of bytes", k, v)
+			}
+			c.ExtAuthzBodyBytes = uint32(n)
+		case k == "ext-authz-headers":
+			c.ExtAuthzHeaders = commaList(v, true)
 		case k == "tracing-sampling":
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {

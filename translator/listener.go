@@ -117,13 +117,10 @@ func httpsListener(name string, port uint32, scopes string, entries []TLSEntry, 
 
 func hcm(stat, scopes string, cfg *Config) *listenerv3.Filter {
 	m := &hcmv3.HttpConnectionManager{
-		StatPrefix:     stat,
-		CodecType:      hcmv3.HttpConnectionManager_AUTO,
-		RouteSpecifier: scopedRoutes(scopes),
-		HttpFilters: []*hcmv3.HttpFilter{scopeFilter(scopes), {
-			Name:       wellknown.Router,
-			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
-		}},
+		StatPrefix:       stat,
+		CodecType:        hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier:   scopedRoutes(scopes),
+		HttpFilters:      httpFilters(scopes, cfg),
 		UpgradeConfigs:   []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 		UseRemoteAddress: wrapperspb.Bool(true),
 		AccessLog:        accessLogs(cfg),
@@ -148,6 +145,18 @@ func hcm(stat, scopes string, cfg *Config) *listenerv3.Filter {
 		Name:       wellknown.HTTPConnectionManager,
 		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(m)},
 	}
+}
+
+// httpFilters: the scope key first, authorization (if any), the router.
+func httpFilters(scopes string, cfg *Config) []*hcmv3.HttpFilter {
+	out := []*hcmv3.HttpFilter{scopeFilter(scopes)}
+	if f := extAuthz(cfg); f != nil {
+		out = append(out, f)
+	}
+	return append(out, &hcmv3.HttpFilter{
+		Name:       wellknown.Router,
+		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
+	})
 }
 
 func downstreamTLS(secret string, cfg *Config) *corev3.TransportSocket {

@@ -100,17 +100,17 @@ end
 	}
 }
 
-func redirectRoutes() *routev3.RouteConfiguration {
-	return routeConfig(RedirectRoutes, []*routev3.VirtualHost{{
-		Name:    RedirectRoutes,
-		Domains: []string{"*"},
-		Routes: []*routev3.Route{{
-			Name:  RedirectRoutes,
-			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-			Action: &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{
-				SchemeRewriteSpecifier: &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: true},
-				ResponseCode:           routev3.RedirectAction_MOVED_PERMANENTLY,
-			}},
+func redirectRoutes(cfg *Config) *routev3.RouteConfiguration {
+	r := &routev3.Route{
+		Name:  RedirectRoutes,
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{
+			SchemeRewriteSpecifier: &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: true},
+			ResponseCode:           routev3.RedirectAction_MOVED_PERMANENTLY,
 		}},
-	}})
+	}
+	if cfg.ExtAuthzAddress != "" {
+		extAuthzOff(r) // the redirect answers by itself
+	}
+	return routeConfig(RedirectRoutes, []*routev3.VirtualHost{{Name: RedirectRoutes, Domains: []string{"*"}, Routes: []*routev3.Route{r}}})
 }

@@ -212,11 +212,17 @@ func (t *Table) Build() *Output {
 	routeEdits := map[string]*routev3.RouteConfiguration{}
 	scopeEdits := map[string]*routev3.ScopedRouteConfiguration{}
 	if t.out == nil {
-		routeEdits[RedirectRoutes] = redirectRoutes()
+		routeEdits[RedirectRoutes] = redirectRoutes(&t.cfg)
 	}
 	clusterEdits := map[string]*clusterv3.Cluster{}
-	if c := tracingCluster(&t.cfg); c != nil && t.out == nil {
-		clusterEdits[c.Name] = c // the config's: a new config is a new table
+	if t.out == nil {
+		// The config's: a new config is a new table.
+		if c := tracingCluster(&t.cfg); c != nil {
+			clusterEdits[c.Name] = c
+		}
+		if a := t.cfg.ExtAuthzAddress; a != "" {
+			clusterEdits[ExtAuthzCluster] = serviceCluster(ExtAuthzCluster, a, t.cfg.ExtAuthzProtocol != ExtAuthzHTTP, &t.cfg)
+		}
 	}
 	secretsChanged, tlsChanged := t.out == nil, t.out == nil
 	for k := range changed {

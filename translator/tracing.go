@@ -68,17 +68,23 @@ func routeTracing(cfg *Config, namespace, name string) *routev3.Tracing {
 	}}}
 }
 
-// tracingCluster reaches the collector: by address, or by DNS name.
+// tracingCluster reaches the collector.
 func tracingCluster(cfg *Config) *clusterv3.Cluster {
 	if cfg.TracingCollector == "" {
 		return nil
 	}
-	host, portStr, _ := net.SplitHostPort(cfg.TracingCollector)
+	return serviceCluster(TracingCluster, cfg.TracingCollector, cfg.TracingProtocol != TracingHTTP, cfg)
+}
+
+// serviceCluster reaches a service the config names by host:port: by
+// address, or by DNS name; over HTTP/2 (gRPC) if h2.
+func serviceCluster(name, hostPort string, h2 bool, cfg *Config) *clusterv3.Cluster {
+	host, portStr, _ := net.SplitHostPort(hostPort)
 	port, _ := strconv.ParseUint(portStr, 10, 16)
 	c := &clusterv3.Cluster{
-		Name:           TracingCluster,
+		Name:           name,
 		ConnectTimeout: durationpb.New(cfg.ConnectTimeout),
-		LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: TracingCluster, Endpoints: []*endpointv3.LocalityLbEndpoints{{
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpointv3.LocalityLbEndpoints{{
 			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 				Address: socketAddress(host, uint32(port)),
 			}}}},
@@ -89,10 +95,19 @@ func tracingCluster(cfg *Config) *clusterv3.Cluster {
 	} else {
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
 	}
-	if cfg.TracingProtocol != TracingHTTP {
-		c.TypedExtensionProtocolOptions = http2Options() // OTLP over gRPC is HTTP/2
+	if h2 {
+		c.TypedExtensionProtocolOptions = http2Options()
 	}
 	return c
+}
+
+// checkHostPort reports whether s is host:port.
+func checkHostPort(key, s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if n, perr := strconv.ParseUint(port, 10, 16); err != nil || host == "" || perr != nil || n == 0 {
+		return fmt.Errorf("%s: %q is not host:port", key, s)
+	}
+	return nil
 }
 
 // checkTracing reports the first tracing setting Envoy would refuse.
@@ -100,9 +115,8 @@ func (c *Config) checkTracing() error {
 	if c.TracingCollector == "" {
 		return nil
 	}
-	host, port, err := net.SplitHostPort(c.TracingCollector)
-	if n, perr := strconv.ParseUint(port, 10, 16); err != nil || host == "" || perr != nil || n == 0 {
-		return fmt.Errorf("tracing-collector: %q is not host:port", c.TracingCollector)
+	if err := checkHostPort("tracing-collector", c.TracingCollector); err != nil {
+		return err
 	}
 	switch c.TracingProtocol {
 	case TracingGRPC, TracingHTTP:

@@ -5,6 +5,10 @@
 //	GET /slow?d=10s      -> waits d before the headers
 //	GET /status/503      -> that status
 //	GET /ws              -> WebSocket echo
+//	ANY /authz/...       -> 200 with X-Allow: yes, else 403 (ext_authz over HTTP)
+//
+// With $AUTHZ_GRPC_PORT it also answers ext_authz over gRPC there (see
+// authz.go).
 //
 // It listens on $PORT (default 8080) and names itself $NAME (default the
 // hostname).
@@ -64,6 +68,10 @@ func main() {
 			}
 		}
 	})
+	mux.HandleFunc("/authz/", authzHTTP)
+	if p := os.Getenv("AUTHZ_GRPC_PORT"); p != "" {
+		go serveAuthzGRPC(p)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		n := count.Add(1)
 		if strings.HasPrefix(r.URL.Path, "/slow") {
