@@ -94,34 +94,19 @@ func main() {
 	fmt.Printf("created %d KIngresses and %d Services in %s\n", *n, 2*(*n+*creates), time.Since(start).Round(time.Second))
 
 	if *prime {
-		first, _, _ := strings.Cut(bins[0], ",")
-		_, path, _ := strings.Cut(first, "=")
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(st.Options().Root, path)
-		}
+		first := parseBin(bins[0], st.Options().Root, *n)
 		t := time.Now()
-		check(st.StartGateway(ctx, path))
+		check(st.StartGateway(ctx, first.Bin, first.Env...))
 		check(waitAllReady(ctx, kn, *n))
 		st.StopGateway()
-		fmt.Printf("primed: %d KIngresses Ready in %s (%s)\n", *n, time.Since(t).Round(time.Second), path)
+		fmt.Printf("primed: %d KIngresses Ready in %s (%s)\n", *n, time.Since(t).Round(time.Second), first.Bin)
 	}
 
 	var runs []run
 	for _, b := range bins {
-		name, path, ok := strings.Cut(b, "=")
-		if !ok {
-			name, path = filepath.Base(b), b
-		}
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(st.Options().Root, path)
-		}
-		path, envs, _ := strings.Cut(path, ",")
-		r := run{Name: name, Bin: path, N: *n}
-		if envs != "" {
-			r.Env = strings.Split(envs, ",")
-		}
+		r := parseBin(b, st.Options().Root, *n)
 		if *profile > 0 {
-			go saveProfile(st, filepath.Join(st.Options().Root, "e2e", "results", fmt.Sprintf("bench-scale-%d-%s-cold.pprof", *n, name)), *profile)
+			go saveProfile(st, filepath.Join(st.Options().Root, "e2e", "results", fmt.Sprintf("bench-scale-%d-%s-cold.pprof", *n, r.Name)), *profile)
 		}
 		check(measure(ctx, st, kn, &r, *n, *creates, *updates, *sample, *profile > 0))
 		runs = append(runs, r)
@@ -133,6 +118,24 @@ func main() {
 	b, _ := json.MarshalIndent(runs, "", "  ")
 	check(os.WriteFile(out, b, 0o644))
 	fmt.Println("results in", out)
+}
+
+// parseBin reads a -bin value, name=path[,VAR=value...], a relative path
+// being under root.
+func parseBin(b, root string, n int) run {
+	name, path, ok := strings.Cut(b, "=")
+	if !ok {
+		name, path = filepath.Base(b), b
+	}
+	path, envs, _ := strings.Cut(path, ",")
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(root, path)
+	}
+	r := run{Name: name, Bin: path, N: n}
+	if envs != "" {
+		r.Env = strings.Split(envs, ",")
+	}
+	return r
 }
 
 // waitAllReady returns once n KIngresses are Ready.
