@@ -189,7 +189,8 @@ func translate(p *Piece, ing *v1alpha1.Ingress, lookup Lookup, cfg *Config) *Err
 			}
 			name := fmt.Sprintf("%s/%s/r%d/p%d", ing.Namespace, ing.Name, i, j)
 			probe, route := newRoute(name+"/probe", path, action, p.Hash, true), newRoute(name, path, action, p.Hash, false)
-			probe.Tracing, route.Tracing = routeTracing(cfg, ing.Namespace, ing.Name), routeTracing(cfg, ing.Namespace, ing.Name)
+			probe.Tracing = routeTracing(cfg, ing.Namespace, ing.Name)
+			route.Tracing = probe.Tracing // protos are never changed once built
 			probe.TypedPerFilterConfig = extAuthzRoute(cfg, ing.Namespace, ing.Name, string(rule.Visibility), path.Path, true)
 			route.TypedPerFilterConfig = extAuthzRoute(cfg, ing.Namespace, ing.Name, string(rule.Visibility), path.Path, false)
 			probes, routes = append(probes, probe), append(routes, route)

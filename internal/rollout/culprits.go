@@ -86,8 +86,7 @@ func (b *Book) Culprits(t Table) []Culprit {
 				Message: fmt.Sprintf("Envoy %s rejected %s %q: %s", r.Node, TypeName(r.TypeURL), r.Name, r.Error)}
 			ing.quarantine = &quarantined{digest: p.Digest, err: e}
 			out = append(out, Culprit{Key: key, Piece: RejectedPiece(p, e),
-				Why: fmt.Sprintf("%s: %s %s at %s, published in generation %d, confirmed %d",
-					key, TypeName(r.TypeURL), r.Name, r.Version, ing.publishedGen, ing.confirmedGen)})
+				Why: fmt.Sprintf("%s: %s %s at %s, %s", key, TypeName(r.TypeURL), r.Name, r.Version, ing)})
 		}
 	}
 	return out

@@ -172,5 +172,9 @@ func (b *Book) Describe(key string) string {
 	if !ok {
 		return "unknown"
 	}
+	return r.String()
+}
+
+func (r *ingress) String() string {
 	return fmt.Sprintf("published in generation %d, confirmed %d", r.publishedGen, r.confirmedGen)
 }
