@@ -157,6 +157,8 @@ type echo struct {
 	Name    string              `json:"name"`
 	Host    string              `json:"host"`
 	Path    string              `json:"path"`
+	Proto   string              `json:"proto"`
+	TLS     bool                `json:"tls"`
 	Headers map[string][]string `json:"headers"`
 }
 

@@ -91,6 +91,11 @@ func clusterFor(b v1alpha1.IngressBackend, field string, lookup Lookup, cfg *Con
 
 	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
 	c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()}
+	if wantsInternalTLS(cfg, svc, port) {
+		if err := internalTLS(c, svc, field, cfg); err != nil {
+			return nil, Backend{}, err
+		}
+	}
 	return c, backend, nil
 }
 

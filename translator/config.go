@@ -88,6 +88,12 @@ type Config struct {
 	ExtAuthzBodyBytes  uint32
 	ExtAuthzPathPrefix string
 	ExtAuthzHeaders    []string
+
+	// SystemInternalTLS (config-network's system-internal-tls) makes Envoy
+	// speak TLS to the HTTPS port of revision Services, trusting the PEM
+	// CAs of InternalCA (see TrustBundle and internaltls.go).
+	SystemInternalTLS bool
+	InternalCA        []byte
 }
 
 // DefaultConfig returns the defaults documented in the README.

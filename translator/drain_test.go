@@ -42,6 +42,16 @@ func TestWhichKeysTouchListeners(t *testing.T) {
 		return true
 	}
 	base := build(nil)
+	// config-network's system-internal-tls and its CAs: clusters and a
+	// secret only.
+	in, err := ParseInput(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Config.SystemInternalTLS, in.Config.InternalCA = true, in.Secrets["demo/route-6d0c1a8e-4b1f-4a55-9e0e-1f1f0b5f3c11"].Data["tls.crt"]
+	if res, err := TranslateInput(in); err != nil || !sameListeners(base, res.Output) {
+		t.Errorf("system-internal-tls changes the listeners (%v); the README says it never does", err)
+	}
 	for key, value := range map[string]string{
 		"connect-timeout":       "2s",
 		"local-gateway-domains": "gw.example.com",

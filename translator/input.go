@@ -49,6 +49,12 @@ func (in *Input) Secret(ns, name string) (*corev1.Secret, bool) {
 // document and the object.
 func ParseInput(data []byte) (*Input, error) {
 	in := &Input{Services: map[string]*corev1.Service{}, Secrets: map[string]*corev1.Secret{}, Config: DefaultConfig()}
+	// config-network and the CAs, applied over config-sluice at the end
+	var network struct {
+		on      bool
+		routing *corev1.Secret
+		bundles []*corev1.ConfigMap
+	}
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	for doc := 1; ; doc++ {
 		raw, err := r.Read()
@@ -108,6 +114,9 @@ func ParseInput(data []byte) (*Input, error) {
 				s.Data[k] = []byte(v)
 			}
 			in.Secrets[key] = &s
+			if s.Name == RoutingCertSecret {
+				network.routing = &s
+			}
 		case "EndpointSlice":
 			var s discoveryv1.EndpointSlice
 			if err := yaml.UnmarshalStrict(raw, &s); err != nil {
@@ -119,17 +128,34 @@ func ParseInput(data []byte) (*Input, error) {
 			if err := yaml.UnmarshalStrict(raw, &cm); err != nil {
 				return nil, fmt.Errorf("%s: %v", where, err)
 			}
-			if cm.Name != ConfigMapName {
-				continue
-			}
-			if in.Config, err = ConfigFromMap(cm.Data); err != nil {
-				return nil, fmt.Errorf("%s: %v", where, err)
+			switch {
+			case cm.Name == ConfigMapName:
+				if in.Config, err = ConfigFromMap(cm.Data); err != nil {
+					return nil, fmt.Errorf("%s: %v", where, err)
+				}
+			case cm.Name == "config-network":
+				if network.on, err = SystemInternalTLS(cm.Data); err != nil {
+					return nil, fmt.Errorf("%s: %v", where, err)
+				}
+			case hasKey(cm.Labels, TrustBundleLabel):
+				network.bundles = append(network.bundles, &cm)
 			}
 		default:
 			return nil, fmt.Errorf("%s: kind: %q is not one of Ingress, Service, EndpointSlice, Secret, ConfigMap", where, meta.Kind)
 		}
 	}
+	var problems []string
+	in.Config.SystemInternalTLS = network.on
+	in.Config.InternalCA, problems = TrustBundle(network.routing, network.bundles)
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("trust for system-internal-tls: %s", strings.Join(problems, "; "))
+	}
 	return in, nil
+}
+
+func hasKey(m map[string]string, k string) bool {
+	_, ok := m[k]
+	return ok
 }
 
 // ConfigFromMap reads the config-sluice ConfigMap. Keys: external-http-port,

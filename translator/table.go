@@ -333,12 +333,15 @@ func (t *Table) Build() *Output {
 		out.Clusters = t.clusters
 	}
 	if secretsChanged {
-		secrets := make([]*tlsv3.Secret, 0, len(t.secrets)+1)
+		secrets := make([]*tlsv3.Secret, 0, len(t.secrets)+2)
 		for _, cs := range t.secrets {
 			secrets = append(secrets, cs.secret)
 		}
 		if d := t.defaultSecret; d != nil && t.secrets[d.Name] == nil {
 			secrets = append(secrets, d)
+		}
+		if ca := internalCASecret(&t.cfg); ca != nil {
+			secrets = append(secrets, ca)
 		}
 		sort.Slice(secrets, func(i, j int) bool { return secrets[i].Name < secrets[j].Name })
 		out.Secrets = secrets

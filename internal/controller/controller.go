@@ -11,6 +11,7 @@ import (
 	"time"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -81,11 +82,13 @@ type Controller struct {
 	kubeInformers informers.SharedInformerFactory
 	cmInformers   informers.SharedInformerFactory
 	secInformers  informers.SharedInformerFactory
+	caInformers   informers.SharedInformerFactory // Serving's routing Secret only
 	knInformers   kinformers.SharedInformerFactory
 	ingLister     klisters.IngressLister
 	svcLister     corelisters.ServiceLister
 	sliceLister   discoverylisters.EndpointSliceLister
 	secretLister  corelisters.SecretLister
+	caLister      corelisters.SecretLister
 	cmLister      corelisters.ConfigMapLister
 	synced        []cache.InformerSynced
 
@@ -95,6 +98,7 @@ type Controller struct {
 
 	mu       sync.Mutex // guards everything below
 	cfg      translator.Config
+	def      *tlsv3.Secret // the default certificate, from cfg
 	table    *translator.Table
 	deps     *deps
 	eds      map[string]*endpointv3.ClusterLoadAssignment
@@ -137,6 +141,10 @@ func New(log *zap.Logger, kube kubernetes.Interface, kn clientset.Interface, sin
 		}))
 	}
 	c.secInformers = informers.NewSharedInformerFactoryWithOptions(kube, opts.Resync, secOpts...)
+	c.caInformers = informers.NewSharedInformerFactoryWithOptions(kube, opts.Resync, informers.WithNamespace(opts.SystemNamespace),
+		informers.WithTransform(dropManagedFields), informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
+			lo.FieldSelector = "metadata.name=" + translator.RoutingCertSecret
+		}))
 	c.knInformers = kinformers.NewSharedInformerFactoryWithOptions(kn, opts.Resync, kinformers.WithTransform(dropManagedFields))
 
 	ingInf := c.knInformers.Networking().V1alpha1().Ingresses()
@@ -144,8 +152,9 @@ func New(log *zap.Logger, kube kubernetes.Interface, kn clientset.Interface, sin
 	sliceInf := c.kubeInformers.Discovery().V1().EndpointSlices()
 	secInf := c.secInformers.Core().V1().Secrets()
 	cmInf := c.cmInformers.Core().V1().ConfigMaps()
+	caInf := c.caInformers.Core().V1().Secrets()
 	c.ingLister, c.svcLister, c.sliceLister = ingInf.Lister(), svcInf.Lister(), sliceInf.Lister()
-	c.secretLister, c.cmLister = secInf.Lister(), cmInf.Lister()
+	c.secretLister, c.cmLister, c.caLister = secInf.Lister(), cmInf.Lister(), caInf.Lister()
 
 	_, _ = ingInf.Informer().AddEventHandler(handler(func(obj any) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
@@ -156,12 +165,13 @@ func New(log *zap.Logger, kube kubernetes.Interface, kn clientset.Interface, sin
 	_, _ = secInf.Informer().AddEventHandler(handler(func(obj any) { c.enqueueDependents(obj, c.deps.bySecret) }))
 	_, _ = sliceInf.Informer().AddEventHandler(handler(c.sliceChanged))
 	_, _ = cmInf.Informer().AddEventHandler(handler(func(obj any) {
-		if m, ok := metaOf(obj); ok && m.GetName() == translator.ConfigMapName {
+		if m, ok := metaOf(obj); ok && isConfig(m) {
 			c.configChanged()
 		}
 	}))
+	_, _ = caInf.Informer().AddEventHandler(handler(func(any) { c.configChanged() }))
 	c.synced = []cache.InformerSynced{ingInf.Informer().HasSynced, svcInf.Informer().HasSynced,
-		sliceInf.Informer().HasSynced, secInf.Informer().HasSynced, cmInf.Informer().HasSynced}
+		sliceInf.Informer().HasSynced, secInf.Informer().HasSynced, cmInf.Informer().HasSynced, caInf.Informer().HasSynced}
 	return c
 }
 
@@ -193,7 +203,7 @@ func (c *Controller) Ready() bool {
 func (c *Controller) Run(ctx context.Context) error {
 	defer c.queue.ShutDown()
 	defer c.statusQueue.ShutDown()
-	for _, f := range []interface{ Start(<-chan struct{}) }{c.kubeInformers, c.cmInformers, c.secInformers, c.knInformers} {
+	for _, f := range []interface{ Start(<-chan struct{}) }{c.kubeInformers, c.cmInformers, c.secInformers, c.caInformers, c.knInformers} {
 		f.Start(ctx.Done())
 	}
 	c.log.Info("waiting for informers to sync")

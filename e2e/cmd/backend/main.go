@@ -1,14 +1,17 @@
 // Command backend is the e2e tests' upstream: it says who it is and what it
 // received, and can be slow, fail, or echo WebSocket messages.
 //
-//	GET /anything        -> 200 JSON {name, host, path, headers}
+//	GET /anything        -> 200 JSON {name, host, path, proto, tls, headers}
+//	                        (with X-Close, the connection is closed after)
 //	GET /slow?d=10s      -> waits d before the headers
 //	GET /status/503      -> that status
 //	GET /ws              -> WebSocket echo
 //	ANY /authz/...       -> 200 with X-Allow: yes, else 403 (ext_authz over HTTP)
 //
 // With $AUTHZ_GRPC_PORT it also answers ext_authz over gRPC there (see
-// authz.go).
+// authz.go). With $TLS_PORT it also serves all of this over TLS 1.3 there,
+// HTTP/1.1 or HTTP/2 by ALPN, as a queue-proxy does with system-internal
+// TLS: the certificate and key are PEM in $TLS_CERT and $TLS_KEY.
 //
 // It listens on $PORT (default 8080) and names itself $NAME (default the
 // hostname).
@@ -16,6 +19,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"log"
@@ -36,6 +40,7 @@ type reply struct {
 	Host    string              `json:"host"`
 	Path    string              `json:"path"`
 	Proto   string              `json:"proto"`
+	TLS     bool                `json:"tls"`
 	Headers map[string][]string `json:"headers"`
 	Count   int64               `json:"count"`
 }
@@ -87,9 +92,13 @@ func main() {
 				return
 			}
 		}
+		if r.Header.Get("X-Close") != "" {
+			// a new connection for the next request (HTTP/2: GOAWAY)
+			w.Header().Set("Connection", "close")
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("X-Backend", name)
-		_ = json.NewEncoder(w).Encode(reply{Name: name, Host: r.Host, Path: r.URL.RequestURI(), Proto: r.Proto, Headers: r.Header, Count: n})
+		_ = json.NewEncoder(w).Encode(reply{Name: name, Host: r.Host, Path: r.URL.RequestURI(), Proto: r.Proto, TLS: r.TLS != nil, Headers: r.Header, Count: n})
 	})
 	srv := &http.Server{Addr: ":" + port, Handler: mux, ReadHeaderTimeout: 30 * time.Second}
 	// Like a Knative queue-proxy: on SIGTERM keep serving while the
@@ -108,8 +117,22 @@ func main() {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	}()
+	if p := os.Getenv("TLS_PORT"); p != "" {
+		go serveTLS(p, mux)
+	}
 	log.Printf("backend %s listening on :%s", name, port)
 	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Fatal(err)
 	}
+}
+
+func serveTLS(port string, h http.Handler) {
+	cert, err := tls.X509KeyPair([]byte(os.Getenv("TLS_CERT")), []byte(os.Getenv("TLS_KEY")))
+	if err != nil {
+		log.Fatalf("TLS_CERT, TLS_KEY: %v", err)
+	}
+	srv := &http.Server{Addr: ":" + port, Handler: h, ReadHeaderTimeout: 30 * time.Second,
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}}}
+	log.Printf("serving TLS on :%s", port)
+	log.Fatal(srv.ListenAndServeTLS("", ""))
 }
