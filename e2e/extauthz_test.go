@@ -69,6 +69,28 @@ func TestExtAuthz(t *testing.T) {
 	setConfig(t, map[string]string{"ext-authz-address": net.JoinHostPort(ip, "9000")})
 	guarded("ext_authz over gRPC", "sluice-e2e/authzed/ExternalIP")
 
+	// The first bytes of a body go along, as a string or as raw bytes.
+	post := func() string {
+		req, err := http.NewRequest(http.MethodPost, "http://"+host+"/", strings.NewReader("hello world"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Allow", "yes")
+		_, e, _ := send(t, client(st.External.HTTP), req)
+		return strings.Join(e.Headers["X-Authz-Body"], ",")
+	}
+	grpcBody := map[string]string{"ext-authz-address": net.JoinHostPort(ip, "9000"), "ext-authz-body-bytes": "5"}
+	for _, c := range []struct{ packed, want string }{{"false", `raw "", string "hello"`}, {"true", `raw "hello", string ""`}} {
+		grpcBody["ext-authz-pack-as-bytes"] = c.packed
+		setConfig(t, grpcBody)
+		steadily(t, 30*time.Second, "5 bytes of the body, pack-as-bytes "+c.packed, func() error {
+			if got := post(); got != c.want {
+				return fmt.Errorf("the service got %s, want %s", got, c.want)
+			}
+			return nil
+		})
+	}
+
 	setConfig(t, map[string]string{"ext-authz-address": net.JoinHostPort(ip, "8080"), "ext-authz-protocol": "http",
 		"ext-authz-path-prefix": "/authz", "ext-authz-headers": "X-Allow"})
 	guarded("ext_authz over HTTP", "") // HTTP services get no context

@@ -181,16 +181,35 @@ func do(t *testing.T, c *http.Client, url string, header map[string]string) (int
 		}
 		req.Header.Set(k, v)
 	}
+	return send(t, c, req)
+}
+
+// ok gets url with c and wants a 200.
+func ok(c *http.Client, url string) error {
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %d", url, resp.StatusCode)
+	}
+	return nil
+}
+
+// send sends req, reading the backend's JSON answer if that is what came.
+func send(t *testing.T, c *http.Client, req *http.Request) (int, echo, http.Header) {
+	t.Helper()
 	resp, err := c.Do(req)
 	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	var e echo
 	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 		if err := json.Unmarshal(body, &e); err != nil {
-			t.Fatalf("GET %s: bad JSON %q: %v", url, body, err)
+			t.Fatalf("%s %s: bad JSON %q: %v", req.Method, req.URL, body, err)
 		}
 	}
 	return resp.StatusCode, e, resp.Header

@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"net"
-	"net/http"
 	"strconv"
 	"testing"
 	"time"
@@ -19,13 +18,8 @@ func TestDualStack(t *testing.T) {
 	waitReady(t, createIngress(t, "dual", v1alpha1.IngressSpec{Rules: []v1alpha1.IngressRule{ext(host, httpPath("", split("dual", 100, nil)))}}))
 	v6 := net.JoinHostPort("::1", strconv.Itoa(st.Options().Ports.ExternalHTTP))
 	answers := func(addr string) error {
-		resp, err := client(addr).Get("http://" + host + "/")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %d", addr, resp.StatusCode)
+		if err := ok(client(addr), "http://"+host+"/"); err != nil {
+			return fmt.Errorf("via %s: %w", addr, err)
 		}
 		return nil
 	}

@@ -80,14 +80,25 @@ type Config struct {
 	// that fails lets requests through only if ExtAuthzFailOpen. Up to
 	// ExtAuthzBodyBytes of the body go along; an HTTP service gets paths
 	// under ExtAuthzPathPrefix and, beside Envoy's defaults, the headers
-	// ExtAuthzHeaders.
-	ExtAuthzAddress    string
-	ExtAuthzProtocol   string
-	ExtAuthzTimeout    time.Duration
-	ExtAuthzFailOpen   bool
-	ExtAuthzBodyBytes  uint32
-	ExtAuthzPathPrefix string
-	ExtAuthzHeaders    []string
+	// ExtAuthzHeaders. ExtAuthzPackAsBytes sends a gRPC service the body
+	// as raw bytes rather than a UTF-8 string.
+	ExtAuthzAddress     string
+	ExtAuthzProtocol    string
+	ExtAuthzTimeout     time.Duration
+	ExtAuthzFailOpen    bool
+	ExtAuthzBodyBytes   uint32
+	ExtAuthzPathPrefix  string
+	ExtAuthzHeaders     []string
+	ExtAuthzPackAsBytes bool
+
+	// CORSAllowOrigins ("*" or origins like https://example.com) turns
+	// CORS on for every ingress, with the methods, request headers and
+	// exposed response headers listed, preflights cached for CORSMaxAge,
+	// and credentials if CORSAllowCredentials.
+	CORSAllowOrigins, CORSAllowMethods  []string
+	CORSAllowHeaders, CORSExposeHeaders []string
+	CORSMaxAge                          time.Duration
+	CORSAllowCredentials                bool
 
 	// SystemInternalTLS (config-network's system-internal-tls) makes Envoy
 	// speak TLS to the HTTPS port of revision Services, trusting the PEM
@@ -175,7 +186,7 @@ func (c *Config) Validate() error {
 	if err := c.checkExtAuthz(); err != nil {
 		return err
 	}
-	return nil
+	return c.checkCORS()
 }
 
 // listenAddresses are the addresses of ListenAddress, valid once Validate

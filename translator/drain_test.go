@@ -76,6 +76,7 @@ func TestWhichKeysTouchListeners(t *testing.T) {
 		"trusted-hops":        "2",
 		"tracing-collector":   "127.0.0.1:4317",
 		"ext-authz-address":   "127.0.0.1:9000",
+		"cors-allow-origins":  "*",
 	} {
 		if sameListeners(base, build(map[string]string{key: value})) {
 			t.Errorf("%s leaves the listeners alone: the README lists it as draining (or the key does nothing)", key)

@@ -66,7 +66,8 @@ func extAuthz(cfg *Config) *hcmv3.HttpFilter {
 		}}
 	}
 	if cfg.ExtAuthzBodyBytes > 0 {
-		f.WithRequestBody = &extauthzv3.BufferSettings{MaxRequestBytes: cfg.ExtAuthzBodyBytes, AllowPartialMessage: true}
+		f.WithRequestBody = &extauthzv3.BufferSettings{MaxRequestBytes: cfg.ExtAuthzBodyBytes, AllowPartialMessage: true,
+			PackAsBytes: cfg.ExtAuthzPackAsBytes}
 	}
 	return &hcmv3.HttpFilter{Name: extAuthzFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(f)}}
 }
@@ -114,6 +115,9 @@ func (c *Config) checkExtAuthz() error {
 	}
 	if len(c.ExtAuthzHeaders) > 0 && c.ExtAuthzProtocol != ExtAuthzHTTP {
 		return fmt.Errorf("ext-authz-headers: only for ext-authz-protocol http (gRPC gets every header)")
+	}
+	if c.ExtAuthzPackAsBytes && (c.ExtAuthzProtocol != ExtAuthzGRPC || c.ExtAuthzBodyBytes == 0) {
+		return fmt.Errorf("ext-authz-pack-as-bytes: only for ext-authz-protocol grpc with ext-authz-body-bytes")
 	}
 	return nil
 }

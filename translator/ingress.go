@@ -211,7 +211,7 @@ func translate(p *Piece, ing *v1alpha1.Ingress, lookup Lookup, cfg *Config) *Err
 	if ing.Spec.HTTPOption == v1alpha1.HTTPOptionRedirected {
 		plainRoutes = RedirectRoutes
 	}
-	p.Routes = []*routev3.RouteConfiguration{routeConfig(routes, vhosts)}
+	p.Routes = []*routev3.RouteConfiguration{withCORS(routeConfig(routes, vhosts), cfg)}
 	for _, h := range p.ExternalHosts {
 		p.Scopes = append(p.Scopes, scope(ExternalHTTP, h, plainRoutes), scope(ExternalHTTPS, h, routes))
 	}

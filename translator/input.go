@@ -171,7 +171,11 @@ func hasKey(m map[string]string, k string) bool {
 // tracing-protocol (grpc or http), tracing-sampling (percent) and
 // tracing-service-name, and ext-authz-address, ext-authz-protocol (grpc or
 // http), ext-authz-timeout, ext-authz-failure-mode (deny or allow),
-// ext-authz-body-bytes, ext-authz-path-prefix and ext-authz-headers.
+// ext-authz-body-bytes, ext-authz-pack-as-bytes, ext-authz-path-prefix and
+// ext-authz-headers, and
+// cors-allow-origins, cors-allow-methods, cors-allow-headers,
+// cors-expose-headers (comma separated), cors-max-age and
+// cors-allow-credentials.
 // Unknown keys are errors.
 func ConfigFromMap(data map[string]string) (Config, error) {
 	return ConfigFromMapOver(DefaultConfig(), data)
@@ -189,6 +193,7 @@ func ConfigFromMapOver(c Config, data map[string]string) (Config, error) {
 		"stream-idle-timeout": &c.StreamIdleTimeout,
 		"idle-timeout":        &c.IdleTimeout,
 		"connect-timeout":     &c.ConnectTimeout,
+		"cors-max-age":        &c.CORSMaxAge,
 	}
 	strs := map[string]*string{
 		"listen-address":        &c.ListenAddress,
@@ -207,8 +212,17 @@ func ConfigFromMapOver(c Config, data map[string]string) (Config, error) {
 		"ext-authz-path-prefix": &c.ExtAuthzPathPrefix,
 	}
 	bools := map[string]*bool{
-		"access-log-probes": &c.AccessLogProbes,
-		"proxy-protocol":    &c.ProxyProtocol,
+		"access-log-probes":       &c.AccessLogProbes,
+		"proxy-protocol":          &c.ProxyProtocol,
+		"cors-allow-credentials":  &c.CORSAllowCredentials,
+		"ext-authz-pack-as-bytes": &c.ExtAuthzPackAsBytes,
+	}
+	lists := map[string]*[]string{
+		"tls-cipher-suites":   &c.TLSCipherSuites,
+		"cors-allow-origins":  &c.CORSAllowOrigins,
+		"cors-allow-methods":  &c.CORSAllowMethods,
+		"cors-allow-headers":  &c.CORSAllowHeaders,
+		"cors-expose-headers": &c.CORSExposeHeaders,
 	}
 	keys := make([]string, 0, len(data))
 	for k := range data {
@@ -240,8 +254,8 @@ func ConfigFromMapOver(c Config, data map[string]string) (Config, error) {
 			*bools[k] = b
 		case k == "access-log-format":
 			c.AccessLogFormat = data[k] // spaces are part of the format
-		case k == "tls-cipher-suites":
-			c.TLSCipherSuites = commaList(v, false)
+		case lists[k] != nil:
+			*lists[k] = commaList(v, false)
 		case k == "local-gateway-domains":
 			c.LocalGatewayDomains = commaList(v, true)
 		case k == "ext-authz-failure-mode":

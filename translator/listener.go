@@ -147,9 +147,13 @@ func hcm(stat, scopes string, cfg *Config) *listenerv3.Filter {
 	}
 }
 
-// httpFilters: the scope key first, authorization (if any), the router.
+// httpFilters: the scope key first, CORS and authorization (if any), the
+// router.
 func httpFilters(scopes string, cfg *Config) []*hcmv3.HttpFilter {
 	out := []*hcmv3.HttpFilter{scopeFilter(scopes)}
+	if f := corsHTTPFilter(cfg); f != nil {
+		out = append(out, f)
+	}
 	if f := extAuthz(cfg); f != nil {
 		out = append(out, f)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log"
 	"net"
 	"net/http"
@@ -18,7 +19,8 @@ import (
 // An authorization service for Envoy's ext_authz, allowing a request when
 // it carries "X-Allow: yes": over HTTP under /authz/ (on $PORT), and over
 // gRPC on $AUTHZ_GRPC_PORT if set, where the context Envoy passes goes back
-// upstream as X-Authz-Context.
+// upstream as X-Authz-Context, and what it got of the body as
+// X-Authz-Body.
 
 const allowHeader = "x-allow"
 
@@ -46,10 +48,14 @@ func (authzServer) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	ext := attrs.GetContextExtensions()
 	who := strings.Join([]string{ext["namespace"], ext["name"], ext["visibility"]}, "/")
+	body := fmt.Sprintf("raw %q, string %q", attrs.GetRequest().GetHttp().GetRawBody(), attrs.GetRequest().GetHttp().GetBody())
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(codes.OK)},
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-			Headers: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-authz-context", Value: who}}}}},
+			Headers: []*corev3.HeaderValueOption{
+				{Header: &corev3.HeaderValue{Key: "x-authz-context", Value: who}},
+				{Header: &corev3.HeaderValue{Key: "x-authz-body", Value: body}},
+			}}},
 	}, nil
 }
 
