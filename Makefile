@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 UNIT_PKGS := ./translator/... ./xds/... ./internal/... ./cmd/...
 
-.PHONY: all build test unit e2e conformance serving-conformance serving-conformance-ci bench bench-scale bench-scale-ci fmt vet lint tools serving envoy up down demo clean manifest image
+.PHONY: all build test unit e2e e2e-long conformance serving-conformance serving-conformance-ci bench bench-scale bench-scale-ci fmt vet lint tools serving envoy up down demo clean manifest image
 IMAGE ?= sluice:$(VERSION)
 
 all: build
@@ -51,6 +51,11 @@ serving:
 # SLUICE_E2E=1 turns on the stack's and the pod runner's own real tests.
 e2e: build tools
 	SLUICE_E2E=1 $(GO) test -p 1 -count=1 -timeout 40m -v ./e2e/...
+
+# The long variants of the fault tests (docs/reliability.md): 10,000
+# create/update/delete cycles; not part of `make test`.
+e2e-long: build tools
+	SLUICE_E2E=1 SLUICE_E2E_CYCLES=10000 $(GO) test -p 1 -count=1 -timeout 60m -v -run 'TestNoGrowthOverCycles|TestAPIServerOutage' ./e2e/
 
 # Knative's conformance suite, unmodified: 25 of 25 or it fails. The table
 # is printed and saved as JSON in e2e/results/.

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -118,18 +117,9 @@ func TestNACKIsolated(t *testing.T) {
 func leader(t *testing.T) int {
 	t.Helper()
 	for i := 0; i < 2; i++ {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", st.Options().Ports.SluiceAdmin+i))
-		if err != nil {
-			continue
+		if st.Metric(i, "sluice_leader") == 1 {
+			return i
 		}
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			if sc.Text() == "sluice_leader 1" {
-				resp.Body.Close()
-				return i
-			}
-		}
-		resp.Body.Close()
 	}
 	return -1
 }
@@ -203,17 +193,5 @@ func TestEnvoyRestartResyncs(t *testing.T) {
 // connectedEnvoys reads replica i's count of connected Envoys.
 func connectedEnvoys(t *testing.T, i int) int {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", st.Options().Ports.SluiceAdmin+i))
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		var n int
-		if _, err := fmt.Sscanf(sc.Text(), "sluice_xds_connected_envoys %d", &n); err == nil {
-			return n
-		}
-	}
-	return -1
+	return int(st.Metric(i, "sluice_xds_connected_envoys"))
 }

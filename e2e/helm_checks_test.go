@@ -284,7 +284,8 @@ func checkBootstrap(t *testing.T, got string, vals chartValues, ctrlName, namesp
 	xds := vals.or("gateway.xdsAddress", fmt.Sprintf("%s.%s.svc.%s:%s", ctrlName, namespace,
 		vals.or("controller.clusterDomain", "cluster.local"), vals.or("controller.xdsPort", "18000")))
 	args := []string{"bootstrap", "--xds-address", xds, "--node-id", "replaced", "--node-cluster", nodeCluster,
-		"--admin-address", "127.0.0.1:" + adminPort}
+		"--admin-address", "127.0.0.1:" + adminPort,
+		"--max-connections", vals.or("gateway.maxConnections", "50000"), "--max-heap-bytes", vals.or("gateway.maxHeapBytes", "858993459")}
 	if vals["gateway.sotw"] == "true" {
 		args = append(args, "--sotw")
 	}

@@ -113,16 +113,7 @@ func TestSystemInternalTLS(t *testing.T) {
 	// No CA at all: the ingresses needing one say so; the bystander serves.
 	_ = kube.CoreV1().ConfigMaps(stack.SystemNS).Delete(context.Background(), bundle.Name, metav1.DeleteOptions{})
 	_ = kube.CoreV1().Secrets(stack.SystemNS).Delete(context.Background(), routing.Name, metav1.DeleteOptions{})
-	eventually(t, 30*time.Second, "InternalCANotFound on secure", func() error {
-		ing, err := kn.NetworkingV1alpha1().Ingresses(ns).Get(context.Background(), "secure", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		if c := ing.Status.GetCondition(v1alpha1.IngressConditionReady); c == nil || c.Reason != translator.ReasonInternalCANotFound {
-			return fmt.Errorf("Ready condition %+v", c)
-		}
-		return nil
-	})
+	waitReason(t, "secure", translator.ReasonInternalCANotFound)
 	steadily(t, 30*time.Second, "the bystander unaffected", func() error {
 		if c, _, _ := get(t, host("bystander"), "/", nil); c != http.StatusOK {
 			return fmt.Errorf("bystander: %d", c)

@@ -57,7 +57,9 @@ func run(m *testing.M) int {
 	// bin/sluice-testing is bin/sluice with the NACK injection flag.
 	opts := stack.Options{Images: images, Envoys: 2, Controllers: 2,
 		SluiceBin:  filepath.Join(root, "bin", "sluice-testing"),
-		SluiceArgs: []string{"--testing-nack-annotation=" + nackAnnotation}}
+		SluiceArgs: []string{"--testing-nack-annotation=" + nackAnnotation},
+		// Low enough for TestIdleFlood to reach with a few thousand sockets.
+		BootstrapArgs: []string{fmt.Sprintf("--max-connections=%d", maxConnections)}}
 	s, err := stack.Start(ctx, opts)
 	if err != nil {
 		fmt.Println("e2e: the local stack did not start:", err)

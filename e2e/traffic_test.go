@@ -30,13 +30,19 @@ type prober struct {
 }
 
 func startProber(host string, workers int, max int64) *prober {
+	return startProberOn([]string{host}, workers, max)
+}
+
+// startProberOn is startProber taking turns over several hosts.
+func startProberOn(hosts []string, workers int, max int64) *prober {
 	p := &prober{stop: make(chan struct{}), byName: map[string]int{}}
 	for w := 0; w < workers; w++ {
 		p.done.Add(1)
 		go func() {
 			defer p.done.Done()
 			c := client(st.External.HTTP)
-			for {
+			for n := w; ; n++ {
+				host := hosts[n%len(hosts)]
 				select {
 				case <-p.stop:
 					return

@@ -16,6 +16,8 @@ func runBootstrap(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.NodeCluster, "node-cluster", "sluice-gateway", "Envoy node cluster: the gateway name")
 	fs.StringVar(&o.AdminAddress, "admin-address", "127.0.0.1:9901", "host:port of Envoy's admin interface")
 	fs.BoolVar(&o.SotW, "sotw", false, "use state-of-the-world ADS instead of delta")
+	fs.Uint64Var(&o.MaxConnections, "max-connections", 50000, "downstream connections Envoy holds at most; from 80% of it idle ones are closed sooner (0: no bound; needs --max-heap-bytes)")
+	fs.Uint64Var(&o.MaxHeapBytes, "max-heap-bytes", 858993459, "Envoy's heap bound: near it Envoy returns memory, then refuses new requests with 503; keep it below the container's memory limit (0: no bound)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

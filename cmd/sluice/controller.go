@@ -40,7 +40,8 @@ func runController(args []string, stderr io.Writer) error {
 	opts := controller.Options{Translator: def}
 	kubeconfig := fs.String("kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig file; in-cluster config when empty")
 	xdsAddr := fs.String("xds-address", ":18000", "address of the xDS gRPC server (ADS, CSDS, reflection, health)")
-	adminAddr := fs.String("admin-address", ":19000", "address of /metrics, /healthz, /readyz and /debug/pprof")
+	adminAddr := fs.String("admin-address", ":19000", "address of /metrics, /healthz, /readyz (and /debug/pprof with --pprof)")
+	withPprof := fs.Bool("pprof", false, "serve Go's profiles under /debug/pprof on the admin address")
 	logFormat := fs.String("log-format", "", "json or console (default: json in a cluster, console otherwise)")
 	logLevel := zapcore.InfoLevel
 	fs.TextVar(&logLevel, "log-level", zapcore.InfoLevel, "log level: debug, info, warn or error")
@@ -126,7 +127,9 @@ func runController(args []string, stderr io.Writer) error {
 	if pr != nil {
 		g.Go(func() error { pr.Run(ctx); return nil })
 	}
-	g.Go(func() error { return serveAdmin(ctx, alis, reg, func() bool { return ctrl.Ready() && srv.Ready() }) })
+	g.Go(func() error {
+		return serveAdmin(ctx, alis, reg, func() bool { return ctrl.Ready() && srv.Ready() }, *withPprof)
+	})
 	g.Go(func() error {
 		if *leaderElect {
 			return controller.RunLeaderElection(ctx, log.Named("leader"), kube, opts.SystemNamespace, ctrl)
@@ -142,7 +145,7 @@ func runController(args []string, stderr io.Writer) error {
 	return err
 }
 
-func serveAdmin(ctx context.Context, lis net.Listener, reg *prometheus.Registry, ready func() bool) error {
+func serveAdmin(ctx context.Context, lis net.Listener, reg *prometheus.Registry, ready func() bool, withPprof bool) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
@@ -153,11 +156,13 @@ func serveAdmin(ctx context.Context, lis net.Listener, reg *prometheus.Registry,
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()

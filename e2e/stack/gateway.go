@@ -51,6 +51,10 @@ func (s *Stack) startGateway(ctx context.Context) error {
 		if len(peers) > 0 {
 			args = append(args, "--peers", strings.Join(peers, ","))
 		}
+		// Profiles for the benchmarks (builds before the flag always served them).
+		if hasFlag(sluice, "controller", "pprof") {
+			args = append(args, "--pprof")
+		}
 		args = append(args, s.opts.SluiceArgs...)
 		pr, err := s.startProcEnv(fmt.Sprintf("sluice-%d", i), sluice, s.opts.SluiceEnv, args...)
 		if err != nil {
@@ -100,12 +104,13 @@ func (s *Stack) startEnvoy(ctx context.Context, name string, i int, replicas []i
 		xdsAddrs = append(xdsAddrs, hostPort("127.0.0.1", p.XDS+j))
 	}
 	bootstrap := s.path(name + ".yaml")
-	out, err := exec.CommandContext(ctx, s.sluiceBin(), "bootstrap",
+	args := append([]string{"bootstrap",
 		"--xds-address", strings.Join(xdsAddrs, ","),
 		"--node-id", name,
 		"--node-cluster", ExternalGWName,
 		"--admin-address", hostPort("127.0.0.1", p.EnvoyAdmin+i),
-	).Output()
+	}, s.opts.BootstrapArgs...)
+	out, err := exec.CommandContext(ctx, s.sluiceBin(), args...).Output()
 	if err != nil {
 		if ee, ok := err.(*exec.ExitError); ok {
 			err = fmt.Errorf("%v: %s", err, ee.Stderr)
@@ -201,4 +206,10 @@ func (s *Stack) StopGateway() {
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+// hasFlag reports whether `bin cmd -h` lists -flag.
+func hasFlag(bin, cmd, flag string) bool {
+	out, _ := exec.Command(bin, cmd, "-h").CombinedOutput()
+	return strings.Contains(string(out), "  -"+flag+"\n") || strings.Contains(string(out), "  -"+flag+" ")
 }

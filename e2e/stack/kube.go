@@ -58,7 +58,10 @@ func (s *Stack) startKube(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.waitHTTP(ctx, etcd, "etcd", etcdURL+"/health", nil, "", 30*time.Second); err != nil {
+	etcd.ready = func(ctx context.Context, p *proc) error {
+		return s.waitHTTP(ctx, p, "etcd", etcdURL+"/health", nil, "", 30*time.Second)
+	}
+	if err := etcd.ready(ctx, etcd); err != nil {
 		return err
 	}
 	s.logf("etcd ready on %s", etcdURL)
@@ -100,7 +103,10 @@ func (s *Stack) startKube(ctx context.Context) error {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pk.caPEM)
 	apiURL := fmt.Sprintf("https://127.0.0.1:%d", p.APIServer)
-	if err := s.waitHTTP(ctx, api, "kube-apiserver", apiURL+"/readyz", &tls.Config{RootCAs: pool}, pk.adminToken, 90*time.Second); err != nil {
+	api.ready = func(ctx context.Context, p *proc) error {
+		return s.waitHTTP(ctx, p, "kube-apiserver", apiURL+"/readyz", &tls.Config{RootCAs: pool}, pk.adminToken, 90*time.Second)
+	}
+	if err := api.ready(ctx, api); err != nil {
 		return err
 	}
 	s.logf("kube-apiserver ready on %s", apiURL)
@@ -158,6 +164,8 @@ func (s *Stack) watchProc(p *proc) {
 	<-p.done
 	switch {
 	case s.stopping.Load():
+	case p.halted.Load():
+		s.logf("%s stopped by the test", p.name)
 	case p.optional:
 		s.logf("%s exited (%v); the stack goes on", p.name, p.err)
 	default:

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -24,11 +25,13 @@ type proc struct {
 	ready func(context.Context, *proc) error
 	// optional parts may die (tests kill them on purpose) without failing the stack.
 	optional bool
-	cmd      *exec.Cmd
-	log      *os.File
-	done     chan struct{}
-	err      error
-	pidf     string
+	// halted: a test stopped it (Halt, Restart), so its exit is expected
+	halted atomic.Bool
+	cmd    *exec.Cmd
+	log    *os.File
+	done   chan struct{}
+	err    error
+	pidf   string
 }
 
 func (s *Stack) startProc(name, bin string, args ...string) (*proc, error) {
@@ -243,6 +246,19 @@ func (s *Stack) Kill(name string, sig syscall.Signal) error {
 	return syscall.Kill(p.cmd.Process.Pid, sig)
 }
 
+// Halt stops a process of the stack (SIGTERM, then SIGKILL) for a test of
+// its absence, the API server or etcd say: its exit does not fail the
+// stack. Restart brings it back.
+func (s *Stack) Halt(name string) error {
+	p, err := s.find(name)
+	if err != nil {
+		return err
+	}
+	p.halted.Store(true)
+	p.stop(15 * time.Second)
+	return nil
+}
+
 // Restart stops a process of the stack (SIGTERM, then SIGKILL) if it runs,
 // starts it again with the same arguments and waits until it serves.
 func (s *Stack) Restart(ctx context.Context, name string) error {
@@ -250,6 +266,7 @@ func (s *Stack) Restart(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	old.halted.Store(true)
 	old.stop(15 * time.Second)
 	s.mu.Lock()
 	for i, p := range s.procs {

@@ -95,6 +95,9 @@ type Options struct {
 	// once Sluice runs, with Sluice as its ingress.
 	Serving    bool
 	SluiceArgs []string
+	// BootstrapArgs are added to `sluice bootstrap` for every Envoy
+	// (--max-connections=...).
+	BootstrapArgs []string
 	// SluiceEnv is added to the controllers' environment (GOMEMLIMIT=...).
 	SluiceEnv []string
 	// Images maps pod image names to executables for the pod runner; nil

@@ -40,6 +40,10 @@ type Options struct {
 	AdminAddress string
 	// SotW selects state-of-the-world ADS instead of delta.
 	SotW bool
+	// MaxConnections bounds the downstream connections Envoy holds, and
+	// MaxHeapBytes its heap; 0 is no bound (see overload.go).
+	MaxConnections uint64
+	MaxHeapBytes   uint64
 }
 
 // Build returns the bootstrap for opts.
@@ -83,13 +87,18 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 	if err != nil {
 		return nil, err
 	}
+	om, err := overload(o)
+	if err != nil {
+		return nil, err
+	}
 	ads := &corev3.ConfigSource{
 		ResourceApiVersion:    corev3.ApiVersion_V3,
 		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
 	}
 	return &bootstrapv3.Bootstrap{
-		Node:  &corev3.Node{Id: o.NodeID, Cluster: o.NodeCluster},
-		Admin: &bootstrapv3.Admin{Address: socket(ahost, aport)},
+		Node:            &corev3.Node{Id: o.NodeID, Cluster: o.NodeCluster},
+		Admin:           &bootstrapv3.Admin{Address: socket(ahost, aport)},
+		OverloadManager: om,
 		// A cluster's traffic stats are made when first used: most
 		// revisions of a Knative fleet sit idle or at zero, and every
 		// revision is a cluster.
@@ -99,7 +108,13 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 				ApiType:             apiType,
 				TransportApiVersion: corev3.ApiVersion_V3,
 				GrpcServices: []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
-					EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: XDSCluster},
+					EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: XDSCluster,
+						// Back within seconds of a controller's return, not
+						// Envoy's default of up to 30 s.
+						RetryPolicy: &corev3.RetryPolicy{RetryBackOff: &corev3.BackoffStrategy{
+							BaseInterval: durationpb.New(250 * time.Millisecond),
+							MaxInterval:  durationpb.New(3 * time.Second),
+						}}},
 				}}},
 				SetNodeOnFirstMessageOnly: true,
 			},

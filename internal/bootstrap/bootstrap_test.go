@@ -58,3 +58,42 @@ func TestBuildErrors(t *testing.T) {
 		}
 	}
 }
+
+// The overload manager: a connection bound with idle timeouts scaled by
+// it, a heap bound adding its own actions, nothing when both are 0; a
+// connection bound alone is refused (Envoy would never shed).
+func TestOverload(t *testing.T) {
+	base := Options{XDSAddress: "127.0.0.1:18000", NodeID: "a", NodeCluster: "b", AdminAddress: "127.0.0.1:9901"}
+	for _, c := range []struct {
+		conns, heap      uint64
+		monitors, action int
+	}{{0, 0, 0, 0}, {0, 1 << 30, 1, 3}, {1000, 1 << 30, 2, 3}} {
+		o := base
+		o.MaxConnections, o.MaxHeapBytes = c.conns, c.heap
+		b, err := Build(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.ValidateAll(); err != nil {
+			t.Fatalf("%+v: %v", c, err)
+		}
+		om := b.OverloadManager
+		if c.monitors == 0 {
+			if om != nil {
+				t.Errorf("no bounds gave an overload manager: %v", om)
+			}
+			continue
+		}
+		if len(om.ResourceMonitors) != c.monitors || len(om.Actions) != c.action {
+			t.Errorf("%+v: %d monitors and %d actions, want %d and %d", c, len(om.ResourceMonitors), len(om.Actions), c.monitors, c.action)
+		}
+		if r := om.Actions[0]; r.Name != "envoy.overload_actions.reduce_timeouts" || len(r.Triggers) != c.monitors {
+			t.Errorf("%+v: first action %s with %d triggers", c, r.Name, len(r.Triggers))
+		}
+	}
+	o := base
+	o.MaxConnections = 1000
+	if _, err := Build(o); err == nil || !strings.Contains(err.Error(), "max-heap-bytes") {
+		t.Errorf("a connection bound alone: %v", err)
+	}
+}

@@ -228,7 +228,7 @@ func measure(ctx context.Context, st *stack.Stack, kn clientset.Interface, r *ru
 	}
 	settle(st)
 	r.ControllerRSS = rss(st.Pid("sluice-0"))
-	r.ControllerHeap = liveHeap(st)
+	r.ControllerHeap = st.LiveHeap(0)
 	if profile {
 		saveHeap(st, filepath.Join(st.Options().Root, "e2e", "results", fmt.Sprintf("bench-scale-%d-%s-heap.pprof", n, r.Name)))
 	}
@@ -353,36 +353,6 @@ func envoyStat(st *stack.Stack, i int, name string) float64 {
 		return -1
 	}
 	return v
-}
-
-// liveHeap is the controller's heap in use just after a collection (asking
-// pprof for the heap with gc=1 runs one).
-func liveHeap(st *stack.Stack) int64 {
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", st.Options().Ports.SluiceAdmin))
-	if err != nil {
-		return -1
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return goMetric(st, "go_memstats_heap_inuse_bytes")
-}
-
-// goMetric reads one of the Go collector's gauges from the controller's /metrics.
-func goMetric(st *stack.Stack, name string) int64 {
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", st.Options().Ports.SluiceAdmin))
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) == 2 && f[0] == name {
-			var v float64
-			fmt.Sscan(f[1], &v)
-			return int64(v)
-		}
-	}
-	return -1
 }
 
 func rss(pid int) int64 {
