@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 UNIT_PKGS := ./translator/... ./xds/... ./internal/... ./cmd/...
 
-.PHONY: all build test unit e2e e2e-long conformance serving-conformance serving-conformance-ci bench bench-scale bench-scale-ci fmt vet lint tools serving envoy up down demo clean manifest image
+.PHONY: all build test unit e2e e2e-long fuzz-e2e conformance serving-conformance serving-conformance-ci bench bench-scale bench-scale-ci fmt vet lint tools serving envoy up down demo clean manifest image
 IMAGE ?= sluice:$(VERSION)
 
 all: build
@@ -54,6 +54,11 @@ e2e: build tools
 
 # The long variants of the fault tests (docs/reliability.md): 10,000
 # create/update/delete cycles; not part of `make test`.
+# The fuzzer through the API server and Envoy for ten minutes (make test
+# runs it for 20 seconds).
+fuzz-e2e: build tools
+	SLUICE_E2E=1 SLUICE_E2E_FUZZ=$(or $(FUZZ),10m) $(GO) test -p 1 -count=1 -timeout 60m -v -run TestFuzzThroughEnvoy ./e2e/
+
 e2e-long: build tools
 	SLUICE_E2E=1 SLUICE_E2E_CYCLES=10000 $(GO) test -p 1 -count=1 -timeout 60m -v -run 'TestNoGrowthOverCycles|TestAPIServerOutage' ./e2e/
 

@@ -25,17 +25,18 @@ func reliability(t *testing.T, fault string, p *prober, recovery string) {
 	t.Logf("reliability: %s | %d requests | %d failed | %s", fault, p.ok.Load()+p.bad.Load(), p.bad.Load(), recovery)
 }
 
-// outage is how long TestAPIServerOutage keeps the API server down:
-// $SLUICE_E2E_OUTAGE (a Go duration) or 60 s.
-func outage(t *testing.T) time.Duration {
-	if v := os.Getenv("SLUICE_E2E_OUTAGE"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			t.Fatalf("SLUICE_E2E_OUTAGE: %v", err)
-		}
-		return d
+// envDuration is $name as a Go duration, or def.
+func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
 	}
-	return 60 * time.Second
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return d
 }
 
 // The API server and etcd go away for a minute, just after an ingress was
@@ -74,7 +75,7 @@ func TestAPIServerOutage(t *testing.T) {
 		}
 	}
 	signalAll(t, syscall.SIGCONT, "sluice-0", "sluice-1")
-	down := outage(t)
+	down := envDuration(t, "SLUICE_E2E_OUTAGE", time.Minute)
 	t.Logf("API server and etcd down for %v", down)
 	for end := time.Now().Add(down); time.Now().Before(end); time.Sleep(5 * time.Second) {
 		if err := alive(); err != nil {

@@ -29,7 +29,14 @@ type csdsEntry struct {
 func grpcurl(t *testing.T, args ...string) string {
 	t.Helper()
 	bin := filepath.Join(st.Options().BinDir, "grpcurl")
-	out, err := exec.Command(bin, append([]string{"-plaintext"}, args...)...).CombinedOutput()
+	// The stack's xDS is mutual TLS: grpcurl presents the Envoys' client
+	// certificate where the README's commands say -plaintext.
+	tlsArgs := []string{"-plaintext"}
+	if st.Options().XDSTLS {
+		f := st.XDSTLSFiles("xds-client")
+		tlsArgs = []string{"-cacert", f.CA, "-cert", f.Cert, "-key", f.Key}
+	}
+	out, err := exec.Command(bin, append(tlsArgs, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("grpcurl %v: %v\n%s", args, err, out)
 	}

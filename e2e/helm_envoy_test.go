@@ -156,6 +156,11 @@ func TestHelmBootstrapConnects(t *testing.T) {
 	// Only the address changes: the cluster stays STRICT_DNS, as in a cluster.
 	sock["address"] = "127.0.0.1"
 	sock["port_value"] = st.Options().Ports.XDS
+	if st.Options().XDSTLS {
+		// The stack's xDS is mutual TLS, which the chart does not set up
+		// yet: the Envoy gets the stack's client certificate.
+		mapAt(boot, "static_resources", "clusters", "0")["transport_socket"] = stackXDSTransportSocket(t)
+	}
 	bootPath := filepath.Join(t.TempDir(), "bootstrap.yaml")
 	b, err := yaml.Marshal(boot)
 	if err != nil {
@@ -339,4 +344,21 @@ func mapAt(m map[string]any, path ...string) map[string]any {
 		}
 	}
 	return cur.(map[string]any)
+}
+
+// stackXDSTransportSocket is what `sluice bootstrap` gives an Envoy of the
+// stack for xDS over mutual TLS.
+func stackXDSTransportSocket(t *testing.T) any {
+	t.Helper()
+	f := st.XDSTLSFiles("xds-client")
+	out, err := exec.Command(filepath.Join(helmRoot(t), "bin", "sluice"), "bootstrap", "--xds-address", "127.0.0.1:1",
+		"--xds-tls-cert", f.Cert, "--xds-tls-key", f.Key, "--xds-tls-ca", f.CA).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b map[string]any
+	if err := yaml.Unmarshal(out, &b); err != nil {
+		t.Fatal(err)
+	}
+	return mapAt(b, "static_resources", "clusters", "0")["transport_socket"]
 }

@@ -183,13 +183,13 @@ func newCA(t *testing.T, name string) *testCA {
 	return &testCA{cert: c, key: k, pem: crt}
 }
 
-// issue makes a serving certificate for the DNS names.
+// issue makes a certificate for the DNS names, for servers and clients.
 func (ca *testCA) issue(t *testing.T, names ...string) (crtPEM, keyPEM []byte) {
 	t.Helper()
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	return certPair(t, tmpl, ca.cert, newKey(t), ca.key)
 }

@@ -59,7 +59,8 @@ func run(m *testing.M) int {
 		SluiceBin:  filepath.Join(root, "bin", "sluice-testing"),
 		SluiceArgs: []string{"--testing-nack-annotation=" + nackAnnotation},
 		// Low enough for TestIdleFlood to reach with a few thousand sockets.
-		BootstrapArgs: []string{fmt.Sprintf("--max-connections=%d", maxConnections)}}
+		BootstrapArgs: []string{fmt.Sprintf("--max-connections=%d", maxConnections)},
+		XDSTLS:        true}
 	s, err := stack.Start(ctx, opts)
 	if err != nil {
 		fmt.Println("e2e: the local stack did not start:", err)

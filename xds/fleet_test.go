@@ -69,7 +69,7 @@ func TestFleetCSDS(t *testing.T) {
 	for _, s := range []*testServer{a, b} {
 		// Every replica gets the same list, itself included, as the
 		// chart's headless Service gives it.
-		p := NewPeers(zaptest.NewLogger(t), []string{a.addr, b.addr, down}, 50*time.Millisecond)
+		p := NewPeers(zaptest.NewLogger(t), []string{a.addr, b.addr, down}, 50*time.Millisecond, nil)
 		s.SetPeers(p)
 		go p.Run(ctx)
 		if err := s.SetSnapshot(snapshot([]string{"c1"}, []string{"c1"})); err != nil {

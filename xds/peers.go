@@ -13,6 +13,7 @@ import (
 	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
@@ -26,6 +27,7 @@ type Peers struct {
 	log      *zap.Logger
 	addrs    []string // host:port; a host may resolve to several replicas
 	interval time.Duration
+	creds    credentials.TransportCredentials
 
 	mu    sync.Mutex
 	nodes map[string]map[string]map[string]string // node id -> type -> name -> acked version
@@ -39,11 +41,14 @@ type Peers struct {
 
 // NewPeers polls the CSDS of addrs every interval. An address may name
 // this replica too: a node connected here counts as ours.
-func NewPeers(log *zap.Logger, addrs []string, interval time.Duration) *Peers {
+func NewPeers(log *zap.Logger, addrs []string, interval time.Duration, creds credentials.TransportCredentials) *Peers {
 	if interval <= 0 {
 		interval = 200 * time.Millisecond
 	}
-	return &Peers{log: log, addrs: addrs, interval: interval, nodes: map[string]map[string]map[string]string{}, conns: map[string]*grpc.ClientConn{}}
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	return &Peers{log: log, addrs: addrs, interval: interval, creds: creds, nodes: map[string]map[string]map[string]string{}, conns: map[string]*grpc.ClientConn{}}
 }
 
 // Run polls until ctx is done.
@@ -181,7 +186,7 @@ func (p *Peers) conn(target string) (*grpc.ClientConn, error) {
 	if c, ok := p.conns[target]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient(target, grpc.WithTransportCredentials(p.creds))
 	if err != nil {
 		return nil, err
 	}

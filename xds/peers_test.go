@@ -13,7 +13,7 @@ import (
 // A's generation behind until it holds the same content, then synced.
 func TestPeersCountInSynced(t *testing.T) {
 	a, b := startServer(t, Options{}), startServer(t, Options{})
-	peers := NewPeers(zaptest.NewLogger(t), []string{b.addr, a.addr}, 50*time.Millisecond)
+	peers := NewPeers(zaptest.NewLogger(t), []string{b.addr, a.addr}, 50*time.Millisecond, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go peers.Run(ctx)

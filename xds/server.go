@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -45,6 +46,8 @@ type Options struct {
 	// Replica names this replica in CSDS answers, unique among the
 	// replicas (in a cluster, the pod name). Default "sluice".
 	Replica string
+	// Creds secure the gRPC server (mutual TLS); nil serves plaintext.
+	Creds credentials.TransportCredentials
 }
 
 // Server serves Envoy resources over ADS (SotW and delta). See the package
@@ -164,12 +167,16 @@ func (s *Server) callbacks() serverv3.CallbackFuncs {
 // GRPCOptions are the options Serve gives its gRPC server; use them when
 // building your own server for Register.
 func (s *Server) GRPCOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
+	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(s.opts.MaxRecvMsgSize),
 		// Find dead Envoys (and let them find us) on idle streams.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	}
+	if s.opts.Creds != nil {
+		opts = append(opts, grpc.Creds(s.opts.Creds))
+	}
+	return opts
 }
 
 // Register adds ADS, the per-type CDS/EDS/LDS/RDS/SDS services, CSDS, the

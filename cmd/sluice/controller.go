@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/credentials"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -29,6 +30,7 @@ import (
 
 	"sluice.dev/sluice/internal/controller"
 	"sluice.dev/sluice/internal/xdssink"
+	"sluice.dev/sluice/internal/xdstls"
 	"sluice.dev/sluice/translator"
 	"sluice.dev/sluice/xds"
 )
@@ -67,6 +69,10 @@ func runController(args []string, stderr io.Writer) error {
 	peers := fs.String("peers", "", "comma-separated host:port of every replica's xDS server (a name may resolve to several, e.g. a headless Service): readiness counts, and CSDS shows, the Envoys of all replicas")
 	replica := fs.String("replica-name", os.Getenv("POD_NAME"), "this replica's name in CSDS answers, unique among the replicas (default $POD_NAME, else host name and xDS port)")
 	leaderElect := fs.Bool("leader-elect", true, "only the holder of a Lease writes KIngress status")
+	var tlsFiles xdstls.Files
+	fs.StringVar(&tlsFiles.Cert, "xds-tls-cert", "", "PEM certificate of the xDS server (also presented to the other replicas); with --xds-tls-key and --xds-tls-ca, xDS is mutual TLS")
+	fs.StringVar(&tlsFiles.Key, "xds-tls-key", "", "PEM key of --xds-tls-cert")
+	fs.StringVar(&tlsFiles.CA, "xds-tls-ca", "", "PEM CA that signs the Envoys' (and replicas') client certificates; the files are read again when they change")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -101,10 +107,19 @@ func runController(args []string, stderr io.Writer) error {
 	if *replica == "" {
 		*replica = defaultReplicaName(*xdsAddr)
 	}
-	srv := xds.New(log.Named("xds"), xds.Options{Registry: reg, Replica: *replica})
+	var serverCreds, peerCreds credentials.TransportCredentials
+	if tlsFiles.Enabled() {
+		if serverCreds, err = xdstls.Server(tlsFiles); err != nil {
+			return fmt.Errorf("xds-tls: %w", err)
+		}
+		if peerCreds, err = xdstls.Client(tlsFiles); err != nil {
+			return fmt.Errorf("xds-tls: %w", err)
+		}
+	}
+	srv := xds.New(log.Named("xds"), xds.Options{Registry: reg, Replica: *replica, Creds: serverCreds})
 	var pr *xds.Peers
 	if *peers != "" {
-		pr = xds.NewPeers(log.Named("peers"), strings.Split(*peers, ","), 0)
+		pr = xds.NewPeers(log.Named("peers"), strings.Split(*peers, ","), 0, peerCreds)
 		srv.SetPeers(pr)
 	}
 	ctrl := controller.New(log.Named("controller"), kube, kn, xdssink.New(srv, pr), controller.NewMetrics(reg), opts)
@@ -120,7 +135,7 @@ func runController(args []string, stderr io.Writer) error {
 		return fmt.Errorf("admin-address: %w", err)
 	}
 	log.Info("starting", zap.String("version", version), zap.String("xds", xlis.Addr().String()),
-		zap.String("admin", alis.Addr().String()), zap.String("class", opts.IngressClass), zap.String("replica", *replica), zap.String("peers", *peers))
+		zap.String("admin", alis.Addr().String()), zap.String("class", opts.IngressClass), zap.String("replica", *replica), zap.String("peers", *peers), zap.Bool("xdsTLS", tlsFiles.Enabled()))
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx, xlis) })

@@ -55,7 +55,7 @@ func (s *Stack) writePKI() (*pki, error) {
 	// The first address of the service range is the `kubernetes` Service.
 	svcIP := mustCIDR(s.opts.ServiceCIDR).IP.To4()
 	svcIP = net.IPv4(svcIP[0], svcIP[1], svcIP[2], svcIP[3]+1)
-	issue := func(serial int64, cn string, usage x509.ExtKeyUsage, dns []string, ips ...net.IP) (certPEM, keyPEM []byte, err error) {
+	issue := func(serial int64, cn string, usage []x509.ExtKeyUsage, dns []string, ips ...net.IP) (certPEM, keyPEM []byte, err error) {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			return nil, nil, err
@@ -63,7 +63,7 @@ func (s *Stack) writePKI() (*pki, error) {
 		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
 			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
 			NotBefore: now, NotAfter: now.Add(10 * 24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: usage,
 			DNSNames: dns, IPAddresses: ips,
 		}, ca, &key.PublicKey, caKey)
 		if err != nil {
@@ -72,20 +72,25 @@ func (s *Stack) writePKI() (*pki, error) {
 		keyDER, _ := x509.MarshalECPrivateKey(key)
 		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
 	}
+	serverAuth, clientAuth := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	files := map[string][]byte{}
 	for _, c := range []struct {
 		name, cn string
-		usage    x509.ExtKeyUsage
+		usage    []x509.ExtKeyUsage
 		dns      []string
 		ips      []net.IP
 	}{
-		{"apiserver", "kube-apiserver", x509.ExtKeyUsageServerAuth,
+		{"apiserver", "kube-apiserver", serverAuth,
 			[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
 			[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(s.BridgeIP), svcIP}},
 		// The pod runner's kubelet API (container logs), and the API
 		// server's client certificate for it.
-		{"kubelet", NodeName, x509.ExtKeyUsageServerAuth, []string{NodeName}, []net.IP{net.ParseIP(s.BridgeIP)}},
-		{"apiserver-kubelet-client", "kube-apiserver-kubelet-client", x509.ExtKeyUsageClientAuth, nil, nil},
+		{"kubelet", NodeName, serverAuth, []string{NodeName}, []net.IP{net.ParseIP(s.BridgeIP)}},
+		{"apiserver-kubelet-client", "kube-apiserver-kubelet-client", clientAuth, nil, nil},
+		// xDS with mutual TLS (Options.XDSTLS): the controllers serve with
+		// the first and present it to each other; Envoys present the second.
+		{"xds-server", "sluice", append(serverAuth, clientAuth...), []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}},
+		{"xds-client", "sluice-gateway", clientAuth, nil, nil},
 	} {
 		crt, key, err := issue(int64(len(files)+2), c.cn, c.usage, c.dns, c.ips...)
 		if err != nil {
@@ -105,8 +110,11 @@ func (s *Stack) writePKI() (*pki, error) {
 	saPubDER, _ := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
 	// user name, uid, groups: both are cluster admins; it is a throwaway cluster.
 	tokens := fmt.Sprintf("%s,admin,admin,system:masters\n%s,system:kube-controller-manager,kcm,system:masters\n", p.adminToken, p.kcmToken)
+	caKeyDER, _ := x509.MarshalECPrivateKey(caKey)
 	maps.Copy(files, map[string][]byte{
-		"ca.crt":      p.caPEM,
+		"ca.crt": p.caPEM,
+		// for tests that issue more (a rotated xDS certificate)
+		"ca.key":      pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: caKeyDER}),
 		"sa.key":      pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(saKey)}),
 		"sa.pub":      pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPubDER}),
 		"tokens.csv":  []byte(tokens),

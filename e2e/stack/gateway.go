@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"sluice.dev/sluice/internal/xdstls"
 )
 
 // startGateway runs the Sluice controller replicas and the Envoys, when
@@ -50,6 +51,10 @@ func (s *Stack) startGateway(ctx context.Context) error {
 		}
 		if len(peers) > 0 {
 			args = append(args, "--peers", strings.Join(peers, ","))
+		}
+		if s.opts.XDSTLS {
+			f := s.XDSTLSFiles("xds-server")
+			args = append(args, "--xds-tls-cert", f.Cert, "--xds-tls-key", f.Key, "--xds-tls-ca", f.CA)
 		}
 		// Profiles for the benchmarks (builds before the flag always served them).
 		if hasFlag(sluice, "controller", "pprof") {
@@ -110,6 +115,10 @@ func (s *Stack) startEnvoy(ctx context.Context, name string, i int, replicas []i
 		"--node-cluster", ExternalGWName,
 		"--admin-address", hostPort("127.0.0.1", p.EnvoyAdmin+i),
 	}, s.opts.BootstrapArgs...)
+	if s.opts.XDSTLS {
+		f := s.XDSTLSFiles("xds-client")
+		args = append(args, "--xds-tls-cert", f.Cert, "--xds-tls-key", f.Key, "--xds-tls-ca", f.CA)
+	}
 	out, err := exec.CommandContext(ctx, s.sluiceBin(), args...).Output()
 	if err != nil {
 		if ee, ok := err.(*exec.ExitError); ok {
@@ -212,4 +221,10 @@ func exists(path string) bool {
 func hasFlag(bin, cmd, flag string) bool {
 	out, _ := exec.Command(bin, cmd, "-h").CombinedOutput()
 	return strings.Contains(string(out), "  -"+flag+"\n") || strings.Contains(string(out), "  -"+flag+" ")
+}
+
+// XDSTLSFiles are the stack's PEM files for xDS mutual TLS: "xds-server"
+// (the controllers') or "xds-client" (the Envoys'), and the stack's CA.
+func (s *Stack) XDSTLSFiles(name string) xdstls.Files {
+	return xdstls.Files{Cert: s.path("pki", name+".crt"), Key: s.path("pki", name+".key"), CA: s.path("pki", "ca.crt")}
 }

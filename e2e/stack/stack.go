@@ -95,6 +95,10 @@ type Options struct {
 	// once Sluice runs, with Sluice as its ingress.
 	Serving    bool
 	SluiceArgs []string
+	// XDSTLS makes xDS mutual TLS: the controllers get --xds-tls-* and the
+	// Envoys' bootstraps a client certificate, all from the stack's CA
+	// (XDSTLSFiles).
+	XDSTLS bool
 	// BootstrapArgs are added to `sluice bootstrap` for every Envoy
 	// (--max-connections=...).
 	BootstrapArgs []string

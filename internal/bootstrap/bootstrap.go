@@ -5,6 +5,7 @@ package bootstrap
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -44,16 +45,22 @@ type Options struct {
 	// MaxHeapBytes its heap; 0 is no bound (see overload.go).
 	MaxConnections uint64
 	MaxHeapBytes   uint64
+	// TLS, when set, makes the xDS connection mutual TLS (see tls.go).
+	TLS TLSFiles
 }
 
 // Build returns the bootstrap for opts.
 func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 	var xds []*endpointv3.LbEndpoint
+	var hosts []string
 	discovery := clusterv3.Cluster_STATIC
 	for _, a := range strings.Split(o.XDSAddress, ",") {
 		h, p, err := hostPort("xds-address", strings.TrimSpace(a))
 		if err != nil {
 			return nil, err
+		}
+		if !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
 		}
 		if net.ParseIP(h) == nil {
 			discovery = clusterv3.Cluster_STRICT_DNS
@@ -88,6 +95,10 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 		return nil, err
 	}
 	om, err := overload(o)
+	if err != nil {
+		return nil, err
+	}
+	tlsSocket, err := xdsTLS(o.TLS, hosts)
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +137,7 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 			ClusterDiscoveryType:          &clusterv3.Cluster_Type{Type: discovery},
 			ConnectTimeout:                durationpb.New(time.Second),
 			TypedExtensionProtocolOptions: map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2},
+			TransportSocket:               tlsSocket,
 			// xDS is one long stream: no circuit breaking on it.
 			CircuitBreakers: &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
 				MaxConnections: wrapperspb.UInt32(100000), MaxPendingRequests: wrapperspb.UInt32(100000),

@@ -97,3 +97,28 @@ func TestOverload(t *testing.T) {
 		t.Errorf("a connection bound alone: %v", err)
 	}
 }
+
+// xDS over mutual TLS: the client certificate and CA from files, the
+// server's names from the xDS addresses (DNS names and IPs told apart).
+func TestTLS(t *testing.T) {
+	o := Options{XDSAddress: "sluice.knative-serving.svc:18000,10.0.0.5:18000", NodeID: "a", NodeCluster: "b", AdminAddress: "127.0.0.1:9901",
+		TLS: TLSFiles{Cert: "/tls/tls.crt", Key: "/tls/tls.key", CA: "/tls/ca.crt"}}
+	b, err := Build(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ValidateAll(); err != nil {
+		t.Fatal(err)
+	}
+	y, _ := YAML(b)
+	for _, want := range []string{"filename: /tls/tls.crt", "filename: /tls/ca.crt", "san_type: DNS", "san_type: IP_ADDRESS",
+		"sni: sluice.knative-serving.svc", "tls_minimum_protocol_version: TLSv1_3"} {
+		if !strings.Contains(string(y), want) {
+			t.Errorf("bootstrap lacks %q", want)
+		}
+	}
+	o.TLS.CA = ""
+	if _, err := Build(o); err == nil {
+		t.Error("a certificate without a CA was accepted")
+	}
+}

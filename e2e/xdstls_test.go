@@ -1,0 +1,151 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"sluice.dev/sluice/internal/xdstls"
+)
+
+// xDS over mutual TLS on the stack: a client with the Envoys' certificate
+// gets through; without a certificate, in plaintext or with a certificate
+// from another CA it does not; the controllers' certificate is replaced
+// under them and new handshakes get it while the Envoys' streams stay.
+func TestXDSMutualTLS(t *testing.T) {
+	if !st.Options().XDSTLS {
+		t.Skip("this stack serves xDS in plaintext (attached to one started without XDSTLS)")
+	}
+	addr := xdsAddr(0)
+	health := func(c credentials.TransportCredentials) error {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(c))
+		if err != nil {
+			return err
+		}
+		defer cc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	}
+	envoyCreds, err := xdstls.Client(st.XDSTLSFiles("xds-client"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := health(envoyCreds); err != nil {
+		t.Fatalf("with the Envoys' certificate: %v", err)
+	}
+	if health(insecure.NewCredentials()) == nil {
+		t.Error("a plaintext client got through")
+	}
+	caPEM, err := os.ReadFile(st.XDSTLSFiles("xds-client").CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	if health(credentials.NewTLS(&tls.Config{RootCAs: pool})) == nil {
+		t.Error("a client without a certificate got through")
+	}
+	other := newCA(t, "another CA")
+	crt, key := other.issue(t, "sluice-gateway")
+	dir := t.TempDir()
+	stranger := xdstls.Files{Cert: dir + "/tls.crt", Key: dir + "/tls.key", CA: st.XDSTLSFiles("xds-client").CA}
+	_ = os.WriteFile(stranger.Cert, crt, 0o600)
+	_ = os.WriteFile(stranger.Key, key, 0o600)
+	strangerCreds, err := xdstls.Client(stranger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if health(strangerCreds) == nil {
+		t.Error("a client with a certificate from another CA got through")
+	}
+
+	// Rotation: a new server certificate from the stack's CA, moved in.
+	before := envoyXDSConnections(t)
+	serial := rotateServerCert(t)
+	time.Sleep(1100 * time.Millisecond) // the controllers look at most once a second
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, NextProtos: []string{"h2"},
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			f := st.XDSTLSFiles("xds-client")
+			c, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+			return &c, err
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+	conn.Close()
+	if got != serial {
+		t.Errorf("a handshake after the rotation got serial %d, want %d", got, serial)
+	}
+	if after := envoyXDSConnections(t); after != before {
+		t.Errorf("Envoys' xDS connections made %v before the rotation, %v after: a stream was dropped", before, after)
+	}
+	if err := health(envoyCreds); err != nil {
+		t.Errorf("after the rotation: %v", err)
+	}
+}
+
+// envoyXDSConnections counts the connections each stack Envoy ever made to
+// the controllers.
+func envoyXDSConnections(t *testing.T) [2]string {
+	t.Helper()
+	var out [2]string
+	for i := range out {
+		out[i] = string(getBody(t, fmt.Sprintf("http://127.0.0.1:%d/stats?filter=^cluster.sluice-xds.upstream_cx_total$", st.Options().Ports.EnvoyAdmin+i)))
+	}
+	return out
+}
+
+// rotateServerCert issues the controllers a new certificate from the
+// stack's CA and moves it over the old files; it returns its serial.
+func rotateServerCert(t *testing.T) int64 {
+	t.Helper()
+	f := st.XDSTLSFiles("xds-server")
+	read := func(p string) *pem.Block {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blk, _ := pem.Decode(b)
+		return blk
+	}
+	caCert, err := x509.ParseCertificate(read(f.CA).Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caKey, err := x509.ParseECPrivateKey(read(f.CA[:len(f.CA)-len("crt")] + "key").Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := time.Now().UnixNano()
+	k := newKey(t)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "sluice"},
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	crt, key := certPair(t, tmpl, caCert, k, caKey)
+	for p, b := range map[string][]byte{f.Key: key, f.Cert: crt} {
+		if err := os.WriteFile(p+".new", b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(p+".new", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return serial
+}
