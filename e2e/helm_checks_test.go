@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 )
 
@@ -49,11 +53,16 @@ func checkChart(t *testing.T, objs chart, vals chartValues, namespace string) {
 	for k, p := range ports {
 		wantFlags[k] = p
 	}
+	tlsOn := vals.or("xdsTLS.enabled", "true") == "true"
+	if tlsOn {
+		wantFlags["xds-tls-cert"], wantFlags["xds-tls-key"], wantFlags["xds-tls-ca"] = xdsTLSDir+"tls.crt", xdsTLSDir+"tls.key", xdsTLSDir+"ca.crt"
+	}
 	for k, want := range wantFlags {
 		if got, _ := argFlag(args, k); got != want {
 			t.Errorf("controller --%s = %q, want %q", k, got, want)
 		}
 	}
+
 	if x, ok := vals["controller.extraArgs[0]"]; ok && args[len(args)-1] != x {
 		t.Errorf("controller extra args: last arg is %q, want %q", args[len(args)-1], x)
 	}
@@ -194,6 +203,9 @@ func checkChart(t *testing.T, objs chart, vals chartValues, namespace string) {
 		t.Errorf("externalTrafficPolicy not passed on")
 	}
 
+	xdsHost := strings.Split(vals.or("gateway.xdsAddress", fmt.Sprintf("%s.%s.svc.%s", ctrlName, namespace, vals.or("controller.clusterDomain", "cluster.local"))), ":")[0]
+	checkXDSTLS(t, objs, vals, ctrl, gw, ctrlName+"-xds-tls", gwName+"-xds-tls", xdsHost, tlsOn)
+
 	// The bootstrap is `sluice bootstrap` with the same settings.
 	cm := objs.get(t, "ConfigMap", gwName+"-bootstrap")
 	checkBootstrap(t, fieldStr(field(t, cm, "data", "bootstrap.yaml")), vals, ctrlName, namespace, pub, adminPort)
@@ -289,6 +301,9 @@ func checkBootstrap(t *testing.T, got string, vals chartValues, ctrlName, namesp
 	if vals["gateway.sotw"] == "true" {
 		args = append(args, "--sotw")
 	}
+	if vals.or("xdsTLS.enabled", "true") == "true" {
+		args = append(args, "--xds-tls-cert", xdsTLSDir+"tls.crt", "--xds-tls-key", xdsTLSDir+"tls.key", "--xds-tls-ca", xdsTLSDir+"ca.crt")
+	}
 	cmd := exec.Command(filepath.Join(helmRoot(t), "bin", "sluice"), args...)
 	want, err := cmd.Output()
 	if err != nil {
@@ -309,5 +324,73 @@ func checkBootstrap(t *testing.T, got string, vals chartValues, ctrlName, namesp
 		gj, _ := json.MarshalIndent(g, "", " ")
 		wj, _ := json.MarshalIndent(w, "", " ")
 		t.Errorf("the chart's bootstrap differs from `sluice %s`:\nchart:\n%s\nsluice:\n%s", strings.Join(args, " "), gj, wj)
+	}
+}
+
+// xdsTLSDir is where the chart mounts the xDS certificates.
+const xdsTLSDir = "/etc/sluice-tls/"
+
+// checkXDSTLS: with xdsTLS on, both workloads mount their Secret at
+// xdsTLSDir, and the Secrets (or cert-manager Certificates) exist: the
+// controller's certificate is for the xDS host, the Envoys' for clients,
+// one CA signs both.
+func checkXDSTLS(t *testing.T, objs chart, vals chartValues, ctrl, gw *unstructured.Unstructured, server, client, host string, on bool) {
+	t.Helper()
+	for _, c := range []struct {
+		w      *unstructured.Unstructured
+		secret string
+	}{{ctrl, server}, {gw, client}} {
+		mounted := false
+		vols, _ := c.w.Object["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["volumes"].([]any)
+		for _, v := range vols {
+			if sec, ok := v.(map[string]any)["secret"].(map[string]any); ok && sec["secretName"] == c.secret {
+				mounted = true
+			}
+		}
+		if mounted != on {
+			t.Errorf("%s mounts Secret %s: %v, want %v", c.w.GetName(), c.secret, mounted, on)
+		}
+	}
+	if !on {
+		return
+	}
+	if vals.or("xdsTLS.source", "helm") == "cert-manager" {
+		for _, name := range []string{server, client} {
+			crt := objs.get(t, "Certificate", name)
+			if fieldStr(field(t, crt, "spec", "secretName")) != name || fieldStr(field(t, crt, "spec", "issuerRef", "name")) != vals["xdsTLS.certManager.issuerRef.name"] {
+				t.Errorf("Certificate %s: %v", name, crt.Object["spec"])
+			}
+		}
+		return
+	}
+	pool := x509.NewCertPool()
+	var certs [2]*x509.Certificate
+	for i, name := range []string{server, client} {
+		sec := objs.get(t, "Secret", name)
+		der := func(key string) []byte {
+			b, err := base64.StdEncoding.DecodeString(fieldStr(field(t, sec, "data", key)))
+			if err != nil {
+				t.Fatalf("Secret %s %s: %v", name, key, err)
+			}
+			blk, _ := pem.Decode(b)
+			if blk == nil {
+				t.Fatalf("Secret %s %s: no PEM", name, key)
+			}
+			return blk.Bytes
+		}
+		ca, err := x509.ParseCertificate(der("ca.crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool.AddCert(ca)
+		if certs[i], err = x509.ParseCertificate(der("tls.crt")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: pool, DNSName: host}); err != nil {
+		t.Errorf("the controller's certificate for %s: %v", host, err)
+	}
+	if _, err := certs[1].Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("the Envoys' certificate: %v", err)
 	}
 }

@@ -14,7 +14,8 @@ import (
 )
 
 // TestHelmManifestUpToDate checks deploy/sluice.yaml is the chart rendered
-// with the defaults (deploy/render-manifest.sh writes it).
+// with the defaults but xDS in plaintext (deploy/render-manifest.sh writes
+// it).
 func TestHelmManifestUpToDate(t *testing.T) {
 	root := helmRoot(t)
 	cmd := exec.Command(filepath.Join(root, "deploy", "render-manifest.sh"), "-")

@@ -157,8 +157,8 @@ func TestHelmBootstrapConnects(t *testing.T) {
 	sock["address"] = "127.0.0.1"
 	sock["port_value"] = st.Options().Ports.XDS
 	if st.Options().XDSTLS {
-		// The stack's xDS is mutual TLS, which the chart does not set up
-		// yet: the Envoy gets the stack's client certificate.
+		// The chart's certificates are for the cluster's names and live
+		// at xdsTLSDir: here the Envoy gets the stack's.
 		mapAt(boot, "static_resources", "clusters", "0")["transport_socket"] = stackXDSTransportSocket(t)
 	}
 	bootPath := filepath.Join(t.TempDir(), "bootstrap.yaml")

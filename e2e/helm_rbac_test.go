@@ -159,7 +159,11 @@ func runControllerAs(t *testing.T, objs chart, sa string) {
 	}
 
 	args := strList(firstContainer(t, objs.get(t, "Deployment", sa))["args"])
+	tlsFiles := st.XDSTLSFiles("xds-server") // the chart mounts its own at xdsTLSDir
 	for i, a := range args {
+		a = strings.ReplaceAll(a, xdsTLSDir+"tls.crt", tlsFiles.Cert)
+		a = strings.ReplaceAll(a, xdsTLSDir+"tls.key", tlsFiles.Key)
+		a = strings.ReplaceAll(a, xdsTLSDir+"ca.crt", tlsFiles.CA)
 		args[i] = strings.ReplaceAll(a, "$(SYSTEM_NAMESPACE)", helmRBACNS)
 	}
 	admin := freeLoopbackAddr(t)

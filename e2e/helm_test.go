@@ -68,6 +68,8 @@ var chartVariants = []struct {
 		"gateway.maxConnections=1000", "gateway.maxHeapBytes=2000000000"}},
 	{"no-overload-bounds", []string{"gateway.maxConnections=0", "gateway.maxHeapBytes=0"}},
 	{"heap-bound-only", []string{"gateway.maxConnections=0", "gateway.maxHeapBytes=1000000000"}},
+	{"xds-plaintext", []string{"xdsTLS.enabled=false"}},
+	{"xds-tls-cert-manager", []string{"xdsTLS.source=cert-manager", "xdsTLS.certManager.issuerRef.name=sluice-ca"}},
 	{"names-and-service-options", []string{"fullnameOverride=edge", "publicService.name=pub-gw", "privateService.name=priv-gw",
 		"publicService.externalTrafficPolicy=Local", "publicService.loadBalancerSourceRanges[0]=10.0.0.0/8",
 		"publicService.annotations.example\\.com/lb=internal", "controller.clusterDomain=corp.example",
@@ -323,6 +325,8 @@ func TestHelmTemplateRefuses(t *testing.T) {
 		{[]string{"ports.internalHTTP=8080"}, "five different ports"},
 		{[]string{"gateway.xdsAddress=no-port"}, "is not host:port"},
 		{[]string{"gateway.maxHeapBytes=0"}, "gateway.maxConnections needs gateway.maxHeapBytes"},
+		{[]string{"xdsTLS.source=vault"}, "xdsTLS.source must be helm or cert-manager"},
+		{[]string{"xdsTLS.source=cert-manager"}, "xdsTLS.certManager.issuerRef.name is required"},
 		{[]string{"serviceAccount.create=false"}, "serviceAccount.name is required"},
 		{[]string{"gateway.kind=Deployment", "gateway.autoscaling.enabled=true", "gateway.autoscaling.targetCPUUtilizationPercentage=0"}, "needs a CPU or memory target"},
 	} {
@@ -348,9 +352,9 @@ func TestHelmTemplate(t *testing.T) {
 			vals := valuesFor(v.set)
 			checkChart(t, objs, vals, helmDryRunNS)
 			for _, o := range objs {
-				if o.GetKind() == "ServiceMonitor" {
-					// The stack has no Prometheus Operator CRDs; checkChart
-					// looked at its fields.
+				if o.GetKind() == "ServiceMonitor" || o.GetKind() == "Certificate" {
+					// The stack has no Prometheus Operator or cert-manager
+					// CRDs; checkChart looked at their fields.
 					continue
 				}
 				if err := apply(o, true); err != nil {

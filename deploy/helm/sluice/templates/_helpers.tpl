@@ -19,6 +19,8 @@
 
 {{- define "sluice.controller.fullname" -}}{{ include "sluice.fullname" . | trunc 52 | trimSuffix "-" }}-controller{{- end -}}
 {{- define "sluice.gateway.fullname" -}}{{ include "sluice.fullname" . | trunc 55 | trimSuffix "-" }}-gateway{{- end -}}
+{{- define "sluice.xdsTLS.serverSecret" -}}{{ include "sluice.controller.fullname" . }}-xds-tls{{- end -}}
+{{- define "sluice.xdsTLS.clientSecret" -}}{{ include "sluice.gateway.fullname" . }}-xds-tls{{- end -}}
 {{- define "sluice.bootstrap.name" -}}{{ include "sluice.gateway.fullname" . }}-bootstrap{{- end -}}
 
 {{- define "sluice.labels" -}}
@@ -82,5 +84,11 @@ app.kubernetes.io/component: gateway
 {{- $ports := list (int .Values.ports.externalHTTP) (int .Values.ports.externalHTTPS) (int .Values.ports.internalHTTP) (int .Values.ports.internalHTTPS) (int .Values.gateway.adminPort) -}}
 {{- if ne (len (uniq $ports)) 5 -}}
 {{- fail "ports.* and gateway.adminPort must be five different ports" -}}
+{{- end -}}
+{{- if and .Values.xdsTLS.enabled (not (has .Values.xdsTLS.source (list "helm" "cert-manager"))) -}}
+{{- fail (printf "xdsTLS.source must be helm or cert-manager, not %q" .Values.xdsTLS.source) -}}
+{{- end -}}
+{{- if and .Values.xdsTLS.enabled (eq .Values.xdsTLS.source "cert-manager") (not .Values.xdsTLS.certManager.issuerRef.name) -}}
+{{- fail "xdsTLS.certManager.issuerRef.name is required with xdsTLS.source=cert-manager" -}}
 {{- end -}}
 {{- end -}}
