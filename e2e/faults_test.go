@@ -95,12 +95,22 @@ func TestAPIServerOutage(t *testing.T) {
 	}
 	ready := time.Since(back)
 	steadily(t, 10*time.Second, "the new host served", func() error { return ok(client(st.External.HTTP), "http://"+host2+"/") })
+	// Something new after the outage: the controllers' informers come back
+	// each on its own backoff (client-go's, up to 30 s), so a new Service's
+	// endpoints may reach Envoy later than its ingress does.
+	backend(t, "after-outage", 1) // waits for its endpoints in the API
+	withEndpoints := time.Now()
+	host3 := "after-outage.sluice-e2e.example.com"
+	createIngress(t, "after-outage", v1alpha1.IngressSpec{Rules: []v1alpha1.IngressRule{ext(host3, httpPath("", split("after-outage", 100, nil)))}})
+	steadily(t, 60*time.Second, "a new Service served", func() error { return ok(client(st.External.HTTP), "http://"+host3+"/") })
+	fresh := time.Since(withEndpoints)
 	if err := alive(); err != nil {
 		t.Error(err)
 	}
 	p.finish(t)
 	reliability(t, fmt.Sprintf("API server and etcd down %v, a change pending", down), p,
-		fmt.Sprintf("change Ready %.1f s after etcd and the API server were started", ready.Seconds()))
+		fmt.Sprintf("change Ready %.1f s after etcd and the API server were started; a new Service served %.1f s after its endpoints were in the API (%.0f s after the restart)",
+			ready.Seconds(), fresh.Seconds(), time.Since(back).Seconds()))
 }
 
 // Every controller replica killed at once and started again: the Envoys

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
@@ -208,7 +209,13 @@ func checkChart(t *testing.T, objs chart, vals chartValues, namespace string) {
 
 	// The bootstrap is `sluice bootstrap` with the same settings.
 	cm := objs.get(t, "ConfigMap", gwName+"-bootstrap")
-	checkBootstrap(t, fieldStr(field(t, cm, "data", "bootstrap.yaml")), vals, ctrlName, namespace, pub, adminPort)
+	sds := map[string]string{}
+	for _, name := range []string{"sluice-xds-client.yaml", "sluice-xds-ca.yaml"} {
+		if d, ok := cm.Object["data"].(map[string]any)[name].(string); ok {
+			sds[name] = d
+		}
+	}
+	checkBootstrap(t, fieldStr(field(t, cm, "data", "bootstrap.yaml")), sds, vals, ctrlName, namespace, pub, adminPort)
 	mounted := false
 	for _, vol := range field(t, gw, "spec", "template", "spec", "volumes").([]any) {
 		if cmRef, ok := vol.(map[string]any)["configMap"].(map[string]any); ok && cmRef["name"] == cm.GetName() {
@@ -291,7 +298,7 @@ func envFromField(c map[string]any, name, field string) bool {
 
 // checkBootstrap compares the chart's bootstrap with `bin/sluice bootstrap`
 // run with the settings the chart was given; only node.id may differ.
-func checkBootstrap(t *testing.T, got string, vals chartValues, ctrlName, namespace, nodeCluster, adminPort string) {
+func checkBootstrap(t *testing.T, got string, sds map[string]string, vals chartValues, ctrlName, namespace, nodeCluster, adminPort string) {
 	t.Helper()
 	xds := vals.or("gateway.xdsAddress", fmt.Sprintf("%s.%s.svc.%s:%s", ctrlName, namespace,
 		vals.or("controller.clusterDomain", "cluster.local"), vals.or("controller.xdsPort", "18000")))
@@ -301,8 +308,14 @@ func checkBootstrap(t *testing.T, got string, vals chartValues, ctrlName, namesp
 	if vals["gateway.sotw"] == "true" {
 		args = append(args, "--sotw")
 	}
-	if vals.or("xdsTLS.enabled", "true") == "true" {
-		args = append(args, "--xds-tls-cert", xdsTLSDir+"tls.crt", "--xds-tls-key", xdsTLSDir+"tls.key", "--xds-tls-ca", xdsTLSDir+"ca.crt")
+	sdsDir := t.TempDir()
+	tlsOn := vals.or("xdsTLS.enabled", "true") == "true"
+	if tlsOn {
+		// sluice writes the SDS files where it is told; the chart has them
+		// in the bootstrap ConfigMap at /etc/sluice.
+		args = append(args, "--xds-tls-cert", xdsTLSDir+"tls.crt", "--xds-tls-key", xdsTLSDir+"tls.key", "--xds-tls-ca", xdsTLSDir+"ca.crt",
+			"--xds-tls-sds-dir", sdsDir)
+		got = strings.ReplaceAll(got, "path: /etc/sluice/", "path: "+sdsDir+"/")
 	}
 	cmd := exec.Command(filepath.Join(helmRoot(t), "bin", "sluice"), args...)
 	want, err := cmd.Output()
@@ -324,6 +337,17 @@ func checkBootstrap(t *testing.T, got string, vals chartValues, ctrlName, namesp
 		gj, _ := json.MarshalIndent(g, "", " ")
 		wj, _ := json.MarshalIndent(w, "", " ")
 		t.Errorf("the chart's bootstrap differs from `sluice %s`:\nchart:\n%s\nsluice:\n%s", strings.Join(args, " "), gj, wj)
+	}
+	if tlsOn {
+		for _, name := range []string{"sluice-xds-client.yaml", "sluice-xds-ca.yaml"} {
+			want, err := os.ReadFile(filepath.Join(sdsDir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sds[name] != string(want) {
+				t.Errorf("the chart's %s differs from what sluice bootstrap writes:\nchart:\n%s\nsluice:\n%s", name, sds[name], want)
+			}
+		}
 	}
 }
 

@@ -352,7 +352,7 @@ func stackXDSTransportSocket(t *testing.T) any {
 	t.Helper()
 	f := st.XDSTLSFiles("xds-client")
 	out, err := exec.Command(filepath.Join(helmRoot(t), "bin", "sluice"), "bootstrap", "--xds-address", "127.0.0.1:1",
-		"--xds-tls-cert", f.Cert, "--xds-tls-key", f.Key, "--xds-tls-ca", f.CA).Output()
+		"--xds-tls-cert", f.Cert, "--xds-tls-key", f.Key, "--xds-tls-ca", f.CA, "--xds-tls-sds-dir", t.TempDir()).Output()
 	if err != nil {
 		t.Fatal(err)
 	}

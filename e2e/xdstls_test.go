@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,8 +24,10 @@ import (
 
 // xDS over mutual TLS on the stack: a client with the Envoys' certificate
 // gets through; without a certificate, in plaintext or with a certificate
-// from another CA it does not; the controllers' certificate is replaced
-// under them and new handshakes get it while the Envoys' streams stay.
+// from another CA it does not; the controllers' certificate, then the
+// Envoys', are replaced by moving new files in, as a Secret volume's update
+// does: new handshakes get the controllers' new one, the Envoys load their
+// new one, and no Envoy's stream is dropped.
 func TestXDSMutualTLS(t *testing.T) {
 	if !st.Options().XDSTLS {
 		t.Skip("this stack serves xDS in plaintext (attached to one started without XDSTLS)")
@@ -76,7 +79,7 @@ func TestXDSMutualTLS(t *testing.T) {
 
 	// Rotation: a new server certificate from the stack's CA, moved in.
 	before := envoyXDSConnections(t)
-	serial := rotateServerCert(t)
+	serial := rotateCert(t, "xds-server", x509.ExtKeyUsageServerAuth)
 	time.Sleep(1100 * time.Millisecond) // the controllers look at most once a second
 	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, NextProtos: []string{"h2"},
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
@@ -98,6 +101,22 @@ func TestXDSMutualTLS(t *testing.T) {
 	if err := health(envoyCreds); err != nil {
 		t.Errorf("after the rotation: %v", err)
 	}
+
+	// The Envoys' certificate: each loads the new one (its admin /certs
+	// lists it) on the stream it has.
+	serial = rotateCert(t, "xds-client", x509.ExtKeyUsageClientAuth)
+	eventually(t, 30*time.Second, "both Envoys to load their new certificate", func() error {
+		for i := 0; i < 2; i++ {
+			certs := string(getBody(t, fmt.Sprintf("http://127.0.0.1:%d/certs", st.Options().Ports.EnvoyAdmin+i)))
+			if !strings.Contains(certs, fmt.Sprintf("%x", serial)) {
+				return fmt.Errorf("envoy-%d's certificates: %s", i, certs)
+			}
+		}
+		return nil
+	})
+	if after := envoyXDSConnections(t); after != before {
+		t.Errorf("Envoys' xDS connections made %v before, %v after their certificate changed: a stream was dropped", before, after)
+	}
 }
 
 // envoyXDSConnections counts the connections each stack Envoy ever made to
@@ -111,11 +130,12 @@ func envoyXDSConnections(t *testing.T) [2]string {
 	return out
 }
 
-// rotateServerCert issues the controllers a new certificate from the
-// stack's CA and moves it over the old files; it returns its serial.
-func rotateServerCert(t *testing.T) int64 {
+// rotateCert issues a new certificate for the stack's xDS files name
+// ("xds-server" or "xds-client") from the stack's CA and moves it over the
+// old files; it returns its serial.
+func rotateCert(t *testing.T, name string, usage x509.ExtKeyUsage) int64 {
 	t.Helper()
-	f := st.XDSTLSFiles("xds-server")
+	f := st.XDSTLSFiles(name)
 	read := func(p string) *pem.Block {
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -137,7 +157,7 @@ func rotateServerCert(t *testing.T) int64 {
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "sluice"},
 		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+		ExtKeyUsage: []x509.ExtKeyUsage{usage, x509.ExtKeyUsageClientAuth}}
 	crt, key := certPair(t, tmpl, caCert, k, caKey)
 	for p, b := range map[string][]byte{f.Key: key, f.Cert: crt} {
 		if err := os.WriteFile(p+".new", b, 0o600); err != nil {

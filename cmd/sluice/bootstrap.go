@@ -2,7 +2,9 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"io"
+	"os"
 
 	"sluice.dev/sluice/internal/bootstrap"
 )
@@ -21,12 +23,24 @@ func runBootstrap(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.TLS.Cert, "xds-tls-cert", "", "PEM client certificate Envoy presents to Sluice; with --xds-tls-key and --xds-tls-ca, xDS is mutual TLS")
 	fs.StringVar(&o.TLS.Key, "xds-tls-key", "", "PEM key of --xds-tls-cert")
 	fs.StringVar(&o.TLS.CA, "xds-tls-ca", "", "PEM CA that signs Sluice's server certificate, whose names must include the xDS address's host")
+	fs.StringVar(&o.TLS.SDSDir, "xds-tls-sds-dir", "", "with --xds-tls-*: the directory Envoy finds the SDS files naming the certificates in (written there now), through which it picks up renewed certificates")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	b, err := bootstrap.Build(o)
 	if err != nil {
 		return err
+	}
+	if o.TLS.SDSDir != "" {
+		files, err := bootstrap.SDSFiles(o.TLS)
+		if err != nil {
+			return err
+		}
+		for path, data := range files {
+			if err := os.WriteFile(path, data, 0o644); err != nil {
+				return fmt.Errorf("xds-tls-sds-dir: %w", err)
+			}
+		}
 	}
 	y, err := bootstrap.YAML(b)
 	if err != nil {

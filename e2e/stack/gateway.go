@@ -117,7 +117,7 @@ func (s *Stack) startEnvoy(ctx context.Context, name string, i int, replicas []i
 	}, s.opts.BootstrapArgs...)
 	if s.opts.XDSTLS {
 		f := s.XDSTLSFiles("xds-client")
-		args = append(args, "--xds-tls-cert", f.Cert, "--xds-tls-key", f.Key, "--xds-tls-ca", f.CA)
+		args = append(args, "--xds-tls-cert", f.Cert, "--xds-tls-key", f.Key, "--xds-tls-ca", f.CA, "--xds-tls-sds-dir", s.path())
 	}
 	out, err := exec.CommandContext(ctx, s.sluiceBin(), args...).Output()
 	if err != nil {

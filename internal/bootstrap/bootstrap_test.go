@@ -102,7 +102,7 @@ func TestOverload(t *testing.T) {
 // server's names from the xDS addresses (DNS names and IPs told apart).
 func TestTLS(t *testing.T) {
 	o := Options{XDSAddress: "sluice.knative-serving.svc:18000,10.0.0.5:18000", NodeID: "a", NodeCluster: "b", AdminAddress: "127.0.0.1:9901",
-		TLS: TLSFiles{Cert: "/tls/tls.crt", Key: "/tls/tls.key", CA: "/tls/ca.crt"}}
+		TLS: TLSFiles{Cert: "/tls/tls.crt", Key: "/tls/tls.key", CA: "/tls/ca.crt", SDSDir: "/etc/sluice"}}
 	b, err := Build(o)
 	if err != nil {
 		t.Fatal(err)
@@ -111,14 +111,26 @@ func TestTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	y, _ := YAML(b)
-	for _, want := range []string{"filename: /tls/tls.crt", "filename: /tls/ca.crt", "san_type: DNS", "san_type: IP_ADDRESS",
+	for _, want := range []string{"path: /etc/sluice/sluice-xds-client.yaml", "path: /etc/sluice/sluice-xds-ca.yaml", "san_type: DNS", "san_type: IP_ADDRESS",
 		"sni: sluice.knative-serving.svc", "tls_minimum_protocol_version: TLSv1_3"} {
 		if !strings.Contains(string(y), want) {
 			t.Errorf("bootstrap lacks %q", want)
 		}
 	}
-	o.TLS.CA = ""
+	files, err := SDSFiles(o.TLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		"/etc/sluice/sluice-xds-client.yaml": "filename: /tls/tls.crt",
+		"/etc/sluice/sluice-xds-ca.yaml":     "filename: /tls/ca.crt",
+	} {
+		if !strings.Contains(string(files[path]), want) || !strings.Contains(string(files[path]), "path: /tls") {
+			t.Errorf("%s: %s", path, files[path])
+		}
+	}
+	o.TLS.SDSDir = ""
 	if _, err := Build(o); err == nil {
-		t.Error("a certificate without a CA was accepted")
+		t.Error("TLS without the SDS directory was accepted")
 	}
 }

@@ -91,6 +91,9 @@ func (c *Controller) updateStatus(ctx context.Context, key string) error {
 		if apierrors.IsConflict(err) {
 			// Read the latest from the API, not the cache, before retrying.
 			latest, gerr := c.kn.NetworkingV1alpha1().Ingresses(ns).Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(gerr) {
+				return nil // deleted meanwhile: nothing to write
+			}
 			if gerr != nil {
 				return gerr
 			}
