@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -41,6 +42,9 @@ func TestFuzzThroughEnvoy(t *testing.T) {
 	for end := time.Now().Add(envDuration(t, "SLUICE_E2E_FUZZ", 20*time.Second)); time.Now().Before(end); tried++ {
 		name := fmt.Sprintf("fuzz-%d", tried)
 		spec, what := fuzzSpec(r, tried)
+		if tried < len(extremes) { // the biggest first, every run
+			spec, what = extremes[tried](tried)
+		}
 		_, err := ings.Create(context.Background(), workload.Ingress(ns, name, spec), metav1.CreateOptions{})
 		if err != nil {
 			outcomes["refused by the API server"]++
@@ -71,6 +75,17 @@ func TestFuzzThroughEnvoy(t *testing.T) {
 	if err := ok(client(st.External.HTTP), "http://"+sentinel+"/"); err != nil {
 		t.Errorf("the sentinel after the fuzzing: %v", err)
 	}
+	// Deleted means gone from the Envoys too, before the next test looks.
+	fuzzed := regexp.MustCompile(`"ingress/sluice-e2e/fuzz-[0-9]+"`)
+	eventually(t, 60*time.Second, "the fuzzed ingresses gone from the Envoys", func() error {
+		for i := 0; i < 2; i++ {
+			dump := getBody(t, fmt.Sprintf("http://127.0.0.1:%d/config_dump?resource=dynamic_route_configs", st.Options().Ports.EnvoyAdmin+i))
+			if m := fuzzed.Find(dump); m != nil {
+				return fmt.Errorf("envoy-%d still has %s", i, m)
+			}
+		}
+		return nil
+	})
 	p.finish(t)
 	keys := make([]string, 0, len(outcomes))
 	for k := range outcomes {
@@ -86,6 +101,24 @@ func TestFuzzThroughEnvoy(t *testing.T) {
 		t.Logf("fuzz: %d reached Envoy and were rejected there (isolated, but the translator should have refused them)", n)
 	}
 	reliability(t, fmt.Sprintf("%d fuzzed ingresses through the API server and Envoy", tried), p, "every one with a status")
+}
+
+// extremes are tried first in every run: one ingress with 100,000 hosts
+// (past what etcd stores in one object, so the API server refuses it), and
+// the largest kinds fuzzSpec makes.
+var extremes = []func(int) (v1alpha1.IngressSpec, string){
+	func(i int) (v1alpha1.IngressSpec, string) { return manyHosts(i, 100000), "100,000 hosts" },
+	func(i int) (v1alpha1.IngressSpec, string) { return manyHosts(i, 20000), "20,000 hosts" },
+}
+
+func manyHosts(i, n int) v1alpha1.IngressSpec {
+	hosts := make([]string, n)
+	for k := range hosts {
+		hosts[k] = fmt.Sprintf("h%d-%d.sluice-e2e.example.com", k, i)
+	}
+	rule := ext(hosts[0], httpPath("", split("fuzz-target", 100, nil)))
+	rule.Hosts = hosts
+	return v1alpha1.IngressSpec{Rules: []v1alpha1.IngressRule{rule}}
 }
 
 // nasty are values the API server takes and Envoy may choke on.
@@ -145,12 +178,7 @@ func fuzzSpec(r *rand.Rand, i int) (v1alpha1.IngressSpec, string) {
 		p.AppendHeaders = h
 		what = "2,000 appended headers"
 	case 10:
-		hosts := make([]string, 20000)
-		for k := range hosts {
-			hosts[k] = fmt.Sprintf("h%d-%d.sluice-e2e.example.com", k, i)
-		}
-		spec.Rules[0].Hosts = hosts
-		what = "20,000 hosts"
+		spec, what = manyHosts(i, 1000+r.IntN(5000)), "thousands of hosts"
 	case 11:
 		spec.TLS = []v1alpha1.IngressTLS{{Hosts: []string{pick()}, SecretName: pick(), SecretNamespace: pick()}}
 		what = "tls entry"

@@ -51,7 +51,7 @@ func xdsAddr(replica int) string {
 // returns, per Envoy, the replica it is connected to.
 func fleetStatus(t *testing.T, replica int) (map[string]string, []csdsEntry) {
 	t.Helper()
-	out := grpcurl(t, "-d", `{"exclude_resource_contents":true}`, xdsAddr(replica), "envoy.service.status.v3.ClientStatusDiscoveryService/FetchClientStatus")
+	out := grpcurl(t, "-max-msg-sz", "268435456", "-d", `{"exclude_resource_contents":true}`, xdsAddr(replica), "envoy.service.status.v3.ClientStatusDiscoveryService/FetchClientStatus")
 	var status struct{ Config []csdsEntry }
 	if err := json.Unmarshal([]byte(out), &status); err != nil {
 		t.Fatalf("CSDS output: %v\n%s", err, out)

@@ -19,8 +19,8 @@ import (
 	"sluice.dev/sluice/translator"
 )
 
-// A broken certificate Secret (a key that does not match, then the Secret
-// deleted) takes TLS from its own host only, with a condition saying why;
+// A broken certificate Secret (a certificate that is not one, a key that
+// does not match, then the Secret deleted) takes TLS from its own host only, with a condition saying why;
 // a client already talking to another host over TLS keeps its connection,
 // never told to close (Envoy does not drain that filter chain).
 func TestBadSecretIsolated(t *testing.T) {
@@ -78,21 +78,28 @@ func TestBadSecretIsolated(t *testing.T) {
 	}
 
 	secrets := kube.CoreV1().Secrets(ns)
-	sec, err := secrets.Get(context.Background(), "cert-a", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	_, otherKey := selfSigned(t, hostA)
-	sec.Data[corev1.TLSPrivateKeyKey] = otherKey
-	if _, err := secrets.Update(context.Background(), sec, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	waitReason(t, "tls-a", translator.ReasonSecretInvalid)
-	if err := ok(tlsClient(hostA, crtA), "https://"+hostA+"/"); err == nil {
-		t.Errorf("%s still served with a key that does not match", hostA)
-	}
-	if err := sameConn(); err != nil {
-		t.Errorf("after a's key broke: %v", err)
+	for _, broken := range []struct {
+		what     string
+		key, val []byte
+	}{{"a certificate that is not one", []byte(corev1.TLSCertKey), []byte("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")},
+		{"a key that does not match", []byte(corev1.TLSPrivateKeyKey), otherKey}} {
+		sec, err := secrets.Get(context.Background(), "cert-a", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sec.Data[corev1.TLSCertKey] = crtA
+		sec.Data[string(broken.key)] = broken.val
+		if _, err := secrets.Update(context.Background(), sec, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitReason(t, "tls-a", translator.ReasonSecretInvalid)
+		if err := ok(tlsClient(hostA, crtA), "https://"+hostA+"/"); err == nil {
+			t.Errorf("%s still served with %s", hostA, broken.what)
+		}
+		if err := sameConn(); err != nil {
+			t.Errorf("after %s for a: %v", broken.what, err)
+		}
 	}
 
 	if err := secrets.Delete(context.Background(), "cert-a", metav1.DeleteOptions{}); err != nil {
