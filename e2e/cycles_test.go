@@ -86,8 +86,19 @@ func TestNoGrowthOverCycles(t *testing.T) {
 		}
 		return u
 	}
+	// $SLUICE_E2E_HEAP_DIR: keep both replicas' heap profiles before and
+	// after, for go tool pprof -base.
+	saveHeaps := func(when string) {
+		dir := os.Getenv("SLUICE_E2E_HEAP_DIR")
+		for i := 0; dir != "" && i < 2; i++ {
+			b := getBody(t, fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", st.Options().Ports.SluiceAdmin+i))
+			_ = os.WriteFile(fmt.Sprintf("%s/sluice-%d-%s.pprof", dir, i, when), b, 0o644)
+		}
+	}
 	run(0, 200) // warm-up: caches, pools and queues at their working size
 	before := measure()
+	saveHeaps("before")
+	defer saveHeaps("after")
 	n := cycles(t)
 	start := time.Now()
 	run(200, 200+n)
