@@ -25,20 +25,6 @@ import (
 	"sluice.dev/sluice/e2e/stack"
 )
 
-func getOK(url string) error {
-	c := &http.Client{Timeout: 3 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %d %s", url, resp.StatusCode, b)
-	}
-	return nil
-}
-
 func getBody(t *testing.T, url string) []byte {
 	t.Helper()
 	c := &http.Client{Timeout: 5 * time.Second}
@@ -191,7 +177,7 @@ func TestHelmBootstrapConnects(t *testing.T) {
 			return fmt.Errorf("envoy exited: %v", err)
 		default:
 		}
-		return getOK("http://" + adminAddr + "/ready")
+		return ok(&http.Client{Timeout: 3 * time.Second}, "http://"+adminAddr+"/ready")
 	})
 
 	var info struct {

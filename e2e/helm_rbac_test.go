@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -177,7 +178,7 @@ func runControllerAs(t *testing.T, objs chart, sa string) {
 			return fmt.Errorf("the controller exited: %v", err)
 		default:
 		}
-		return getOK("http://" + admin + "/readyz")
+		return ok(&http.Client{Timeout: 3 * time.Second}, "http://"+admin+"/readyz")
 	})
 	eventually(t, 30*time.Second, "the Lease", func() error {
 		l, err := kube.CoordinationV1().Leases(helmRBACNS).Get(ctx, "sluice-controller", metav1.GetOptions{})

@@ -184,15 +184,16 @@ func do(t *testing.T, c *http.Client, url string, header map[string]string) (int
 	return send(t, c, req)
 }
 
-// ok gets url with c and wants a 200.
+// ok gets url with c and wants a 200; an error carries the body.
 func ok(c *http.Client, url string) error {
 	resp, err := c.Get(url)
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %d", url, resp.StatusCode)
+		return fmt.Errorf("%s: %d %s", url, resp.StatusCode, b)
 	}
 	return nil
 }

@@ -38,6 +38,8 @@ func (s *Stack) startGateway(ctx context.Context) error {
 	for i := 0; i < s.opts.Controllers && s.opts.Controllers > 1; i++ {
 		peers = append(peers, hostPort("127.0.0.1", p.XDS+i))
 	}
+	// Profiles for the benchmarks (builds before the flag always served them).
+	pprof := hasFlag(sluice, "controller", "pprof")
 	for i := 0; i < s.opts.Controllers; i++ {
 		args := []string{"controller",
 			"--kubeconfig", s.Kubeconfig,
@@ -56,8 +58,7 @@ func (s *Stack) startGateway(ctx context.Context) error {
 			f := s.XDSTLSFiles("xds-server")
 			args = append(args, "--xds-tls-cert", f.Cert, "--xds-tls-key", f.Key, "--xds-tls-ca", f.CA)
 		}
-		// Profiles for the benchmarks (builds before the flag always served them).
-		if hasFlag(sluice, "controller", "pprof") {
+		if pprof {
 			args = append(args, "--pprof")
 		}
 		args = append(args, s.opts.SluiceArgs...)

@@ -77,7 +77,7 @@ func (c *Controller) loadConfig() bool {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.table != nil && reflect.DeepEqual(cfg, c.cfg) && proto.Equal(def, c.def) {
+	if reflect.DeepEqual(cfg, c.cfg) && proto.Equal(def, c.def) {
 		return false
 	}
 	c.cfg, c.def = cfg, def
