@@ -44,10 +44,15 @@ func TestXDSMutualTLS(t *testing.T) {
 		_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
 		return err
 	}
-	envoyCreds, err := xdstls.Client(st.XDSTLSFiles("xds-client"))
-	if err != nil {
-		t.Fatal(err)
+	client := func(f xdstls.Files) credentials.TransportCredentials {
+		t.Helper()
+		c, err := xdstls.Load(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Client()
 	}
+	envoyCreds := client(st.XDSTLSFiles("xds-client"))
 	if err := health(envoyCreds); err != nil {
 		t.Fatalf("with the Envoys' certificate: %v", err)
 	}
@@ -69,11 +74,7 @@ func TestXDSMutualTLS(t *testing.T) {
 	stranger := xdstls.Files{Cert: dir + "/tls.crt", Key: dir + "/tls.key", CA: st.XDSTLSFiles("xds-client").CA}
 	_ = os.WriteFile(stranger.Cert, crt, 0o600)
 	_ = os.WriteFile(stranger.Key, key, 0o600)
-	strangerCreds, err := xdstls.Client(stranger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if health(strangerCreds) == nil {
+	if health(client(stranger)) == nil {
 		t.Error("a client with a certificate from another CA got through")
 	}
 

@@ -109,12 +109,11 @@ func runController(args []string, stderr io.Writer) error {
 	}
 	var serverCreds, peerCreds credentials.TransportCredentials
 	if tlsFiles.Enabled() {
-		if serverCreds, err = xdstls.Server(tlsFiles); err != nil {
+		certs, err := xdstls.Load(tlsFiles)
+		if err != nil {
 			return fmt.Errorf("xds-tls: %w", err)
 		}
-		if peerCreds, err = xdstls.Client(tlsFiles); err != nil {
-			return fmt.Errorf("xds-tls: %w", err)
-		}
+		serverCreds, peerCreds = certs.Server(), certs.Client()
 	}
 	srv := xds.New(log.Named("xds"), xds.Options{Registry: reg, Replica: *replica, Creds: serverCreds})
 	var pr *xds.Peers

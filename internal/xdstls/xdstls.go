@@ -23,16 +23,25 @@ type Files struct{ Cert, Key, CA string }
 // Enabled reports whether any file is named; Check wants all three then.
 func (f Files) Enabled() bool { return f.Cert != "" || f.Key != "" || f.CA != "" }
 
-// Server requires clients to present a certificate signed by the CA.
-func Server(f Files) (credentials.TransportCredentials, error) {
+// Certs are the files read (and read again when they change) once for
+// both sides: the server's and the client's credentials share them.
+type Certs struct{ l *loader }
+
+// Load reads f; it fails unless all three files are named and good.
+func Load(f Files) (*Certs, error) {
 	l, err := newLoader(f)
 	if err != nil {
 		return nil, err
 	}
+	return &Certs{l}, nil
+}
+
+// Server requires clients to present a certificate signed by the CA.
+func (c *Certs) Server() credentials.TransportCredentials {
 	return credentials.NewTLS(&tls.Config{
 		MinVersion: tls.VersionTLS13,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			cert, pool, err := l.get()
+			cert, pool, err := c.l.get()
 			if err != nil {
 				return nil, err
 			}
@@ -41,26 +50,22 @@ func Server(f Files) (credentials.TransportCredentials, error) {
 				Certificates: []tls.Certificate{*cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert,
 			}, nil
 		},
-	}), nil
+	})
 }
 
 // Client presents the certificate and trusts servers whose chain leads to
 // the CA. Replicas dial each other by pod address, which no certificate
 // names, so the chain is checked and not the name.
-func Client(f Files) (credentials.TransportCredentials, error) {
-	l, err := newLoader(f)
-	if err != nil {
-		return nil, err
-	}
+func (c *Certs) Client() credentials.TransportCredentials {
 	return credentials.NewTLS(&tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		InsecureSkipVerify: true, // replaced by VerifyConnection below
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			cert, _, err := l.get()
+			cert, _, err := c.l.get()
 			return cert, err
 		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			_, pool, err := l.get()
+			_, pool, err := c.l.get()
 			if err != nil {
 				return err
 			}
@@ -68,13 +73,13 @@ func Client(f Files) (credentials.TransportCredentials, error) {
 				return errors.New("the server sent no certificate")
 			}
 			inter := x509.NewCertPool()
-			for _, c := range cs.PeerCertificates[1:] {
-				inter.AddCert(c)
+			for _, crt := range cs.PeerCertificates[1:] {
+				inter.AddCert(crt)
 			}
 			_, err = cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter})
 			return err
 		},
-	}), nil
+	})
 }
 
 // loader reads the files again when they change, checking at most once a

@@ -74,10 +74,11 @@ func (c *ca) write(t *testing.T, dir string, serial int64) Files {
 func TestMutualTLS(t *testing.T) {
 	authority := newCA(t)
 	serverFiles := authority.write(t, t.TempDir(), 100)
-	creds, err := Server(serverFiles)
+	certs, err := Load(serverFiles)
 	if err != nil {
 		t.Fatal(err)
 	}
+	creds := certs.Server()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -98,10 +99,14 @@ func TestMutualTLS(t *testing.T) {
 		_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
 		return err
 	}
-	good, err := Client(authority.write(t, t.TempDir(), 200))
-	if err != nil {
-		t.Fatal(err)
+	client := func(f Files) credentials.TransportCredentials {
+		c, err := Load(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Client()
 	}
+	good := client(authority.write(t, t.TempDir(), 200))
 	if err := check(good); err != nil {
 		t.Fatalf("a client with a certificate from the CA: %v", err)
 	}
@@ -110,10 +115,7 @@ func TestMutualTLS(t *testing.T) {
 	if err := check(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "sluice"})); err == nil {
 		t.Error("a client without a certificate got through")
 	}
-	stranger, err := Client(newCA(t).write(t, t.TempDir(), 300))
-	if err != nil {
-		t.Fatal(err)
-	}
+	stranger := client(newCA(t).write(t, t.TempDir(), 300))
 	if err := check(stranger); err == nil {
 		t.Error("a client with a certificate from another CA got through")
 	}
