@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 UNIT_PKGS := ./translator/... ./xds/... ./internal/... ./cmd/...
 
-.PHONY: all build test unit e2e e2e-long fuzz-e2e conformance serving-conformance serving-conformance-ci bench bench-scale bench-scale-ci fmt vet lint tools serving envoy up down demo clean manifest image
+.PHONY: all build test unit e2e e2e-long fuzz-e2e conformance serving-conformance serving-conformance-ci bench bench-scale bench-scale-ci fmt vet lint tools serving envoy up up-chart down demo clean manifest image
 IMAGE ?= sluice:$(VERSION)
 
 all: build
@@ -35,13 +35,14 @@ lint: vet
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "not gofmt-formatted:"; echo "$$bad"; exit 1; fi
 
 # Binaries of the local stack: kube-apiserver, kube-controller-manager,
-# kubectl, etcd, Envoy, helm, grpcurl, and Knative Serving (its components,
+# kubectl, etcd, Envoy, helm, grpcurl, promtool (the chart's alert tests), and Knative Serving (its components,
 # test images and test suites, from the version go.mod pins).
 tools:
 	hack/build-tools.sh
 	hack/install-envoy.sh
 	hack/build-helm.sh
 	test -x bin/grpcurl || GOBIN=$(CURDIR)/bin $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
+	test -x bin/promtool || GOBIN=$(CURDIR)/bin $(GO) install github.com/prometheus/prometheus/cmd/promtool@v0.316.0
 	hack/build-serving.sh
 
 serving:
@@ -101,6 +102,12 @@ bench-scale-ci: build tools
 up: build tools
 	$(GO) run ./e2e/cmd/stack up -background -serving
 
+# The stack with Knative Serving and no Sluice of its own, for the Helm
+# chart (README: Install on the local stack): the chart's pods run the
+# binary of bin/sluice-image.tar (make image) and bin/envoy.
+up-chart: build tools
+	$(GO) run ./e2e/cmd/stack up -background -serving -chart $(CURDIR)/bin/sluice-image.tar
+
 down:
 	$(GO) run ./e2e/cmd/stack down
 
@@ -112,9 +119,15 @@ manifest:
 	hack/build-helm.sh
 	deploy/render-manifest.sh
 
-# The controller image (needs Docker with BuildKit; not available on the dev machines).
+# The controller image, built here without Docker (hack/image, on
+# go-containerregistry): a static binary on an empty base, non-root, OCI
+# labels, the same digest for the same commit. Writes bin/sluice-image.tar
+# (docker load, podman load, ctr images import, kind load image-archive);
+# PUSH=1 also pushes $(IMAGE) with the credentials of ~/.docker/config.json.
 image:
-	docker build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/image/sluice ./cmd/sluice
+	$(GO) run ./hack/image -binary bin/image/sluice -version $(VERSION) -tag $(IMAGE) -o bin/sluice-image.tar \
+	  -revision "$$(git rev-parse HEAD 2>/dev/null)" -created "$$(git log -1 --format=%cI 2>/dev/null)" $(if $(PUSH),-push $(IMAGE))
 
 clean: down
 	rm -rf bin .stack .cache
