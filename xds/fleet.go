@@ -33,8 +33,8 @@ const (
 
 	// gRPC response headers of every CSDS answer: the answering replica's
 	// name, and what the answer covers.
-	replicaHeader = "sluice-replica"
-	scopeHeader   = "sluice-csds-scope"
+	ReplicaHeader = "sluice-replica"
+	ScopeHeader   = "sluice-csds-scope"
 
 	peerTimeout = 2 * time.Second
 )

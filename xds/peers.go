@@ -147,7 +147,7 @@ func (p *Peers) fetch(ctx context.Context, req *statusv3.ClientStatusRequest, ti
 			defer cancel()
 			var hdr metadata.MD
 			a.resp, a.err = statusv3.NewClientStatusDiscoveryServiceClient(conn).FetchClientStatus(cctx, req, grpc.Header(&hdr))
-			if v := hdr.Get(replicaHeader); len(v) > 0 {
+			if v := hdr.Get(ReplicaHeader); len(v) > 0 {
 				a.replica = v[0]
 			}
 		})

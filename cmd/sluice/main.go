@@ -16,6 +16,7 @@ commands:
   controller   run the control plane (watch KIngresses, serve xDS)
   translate    translate a YAML file of KIngresses and the objects they use to Envoy resources
   bootstrap    print an Envoy bootstrap that connects to the control plane
+  status       show which Envoys hold what Sluice serves (CSDS), for the fleet or one KIngress
   version      print the version
 `
 
@@ -36,6 +37,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runTranslate(args[1:], stdout, stderr)
 	case "bootstrap":
 		err = runBootstrap(args[1:], stdout, stderr)
+	case "status":
+		err = runStatus(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "sluice", version)
 	case "help", "-h", "--help":
