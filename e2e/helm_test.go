@@ -1,7 +1,7 @@
 package e2e
 
 // Tests of the install: the Helm chart in deploy/helm/sluice, the plain
-// manifest deploy/sluice.yaml and the image in deploy/Dockerfile. The chart
+// manifest deploy/sluice.yaml and the image `make image` builds. The chart
 // is rendered with bin/helm (hack/build-helm.sh), sent to the stack's API
 // server (server-side dry-run, RBAC for real), and its Envoy bootstrap and
 // arguments are run against the stack's controller.
@@ -57,6 +57,8 @@ var chartVariants = []struct {
 		"gateway.autoscaling.targetMemoryUtilizationPercentage=70", "gateway.podDisruptionBudget.enabled=true"}},
 	{"service-monitor", []string{"metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom",
 		"metrics.serviceMonitor.scrapeTimeout=10s"}},
+	{"monitoring", []string{"metrics.prometheusRule.enabled=true", "metrics.prometheusRule.labels.release=prom",
+		"metrics.dashboard.enabled=true"}},
 	{"network-policy", []string{"networkPolicy.enabled=true",
 		"networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring"}},
 	{"single-controller", []string{"controller.replicas=1", "controller.leaderElect=false",
@@ -352,7 +354,7 @@ func TestHelmTemplate(t *testing.T) {
 			vals := valuesFor(v.set)
 			checkChart(t, objs, vals, helmDryRunNS)
 			for _, o := range objs {
-				if o.GetKind() == "ServiceMonitor" || o.GetKind() == "Certificate" {
+				if o.GetKind() == "ServiceMonitor" || o.GetKind() == "PrometheusRule" || o.GetKind() == "Certificate" {
 					// The stack has no Prometheus Operator or cert-manager
 					// CRDs; checkChart looked at their fields.
 					continue
