@@ -124,8 +124,7 @@ func (r *containerRunner) run(ctx context.Context) {
 			return
 		}
 		policy := r.pod.Spec.RestartPolicy
-		restart := a.startErr || policy == "" || policy == corev1.RestartPolicyAlways ||
-			(policy == corev1.RestartPolicyOnFailure && a.exitCode != 0)
+		restart := a.startErr || willRestart(policy, a.exitCode)
 		if !restart {
 			return
 		}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
@@ -115,7 +116,7 @@ func envValueFrom(ctx context.Context, client kubernetes.Interface, pod *corev1.
 		if !ok {
 			return "0", true, nil
 		}
-		return q.String(), true, nil
+		return resourceValue(q, src.ResourceFieldRef.Divisor, name), true, nil
 	case src.ConfigMapKeyRef != nil:
 		r := src.ConfigMapKeyRef
 		optional := r.Optional != nil && *r.Optional
@@ -254,4 +255,17 @@ func expand(s string, vars map[string]string) string {
 		}
 	}
 	return b.String()
+}
+
+// resourceValue is q in units of divisor (default 1), rounded up, as the
+// kubelet writes it: "536870912" for a 512Mi limit, not "512Mi" (which
+// GOMEMLIMIT, say, refuses).
+func resourceValue(q, divisor resource.Quantity, name corev1.ResourceName) string {
+	if divisor.IsZero() {
+		divisor = resource.MustParse("1")
+	}
+	if name == corev1.ResourceCPU {
+		return strconv.FormatInt((q.MilliValue()+divisor.MilliValue()-1)/divisor.MilliValue(), 10)
+	}
+	return strconv.FormatInt((q.Value()+divisor.Value()-1)/divisor.Value(), 10)
 }

@@ -235,6 +235,8 @@ func (w *podWorker) buildStatus(cur *corev1.Pod) *corev1.PodStatus {
 		switch {
 		case s.state.Running != nil:
 			running++
+		case s.state.Terminated != nil && willRestart(w.pod.Spec.RestartPolicy, s.state.Terminated.ExitCode):
+			running++ // exited, about to restart: the pod is not done
 		case s.state.Terminated != nil:
 			if s.state.Terminated.ExitCode == 0 {
 				succeeded++
@@ -315,4 +317,10 @@ func unmetGates(pod *corev1.Pod, conds []corev1.PodCondition) []string {
 		}
 	}
 	return missing
+}
+
+// willRestart says whether a container that exited with code is started
+// again under policy, as the kubelet decides: then its pod is not done.
+func willRestart(policy corev1.RestartPolicy, code int32) bool {
+	return policy == "" || policy == corev1.RestartPolicyAlways || (policy == corev1.RestartPolicyOnFailure && code != 0)
 }

@@ -41,19 +41,26 @@ func TestBuildStatus(t *testing.T) {
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", Generation: 3}}
 	cases := []struct {
 		name   string
+		policy corev1.RestartPolicy
 		states []containerState
 		phase  corev1.PodPhase
 		ready  corev1.ConditionStatus
 	}{
-		{"starting", []containerState{{state: creating}}, corev1.PodPending, corev1.ConditionFalse},
-		{"running unready", []containerState{{state: running, started: true}}, corev1.PodRunning, corev1.ConditionFalse},
-		{"running ready", []containerState{{state: running, started: true, ready: true}}, corev1.PodRunning, corev1.ConditionTrue},
-		{"one of two ready", []containerState{{state: running, ready: true}, {state: running}}, corev1.PodRunning, corev1.ConditionFalse},
-		{"crash loop", []containerState{{state: backingOff, lastState: exited1}}, corev1.PodRunning, corev1.ConditionFalse},
-		{"completed", []containerState{{state: exited0}}, corev1.PodSucceeded, corev1.ConditionFalse},
-		{"failed", []containerState{{state: exited1}, {state: exited0}}, corev1.PodFailed, corev1.ConditionFalse},
+		{"starting", "", []containerState{{state: creating}}, corev1.PodPending, corev1.ConditionFalse},
+		{"running unready", corev1.RestartPolicyAlways, []containerState{{state: running, started: true}}, corev1.PodRunning, corev1.ConditionFalse},
+		{"running ready", corev1.RestartPolicyAlways, []containerState{{state: running, started: true, ready: true}}, corev1.PodRunning, corev1.ConditionTrue},
+		{"one of two ready", corev1.RestartPolicyAlways, []containerState{{state: running, ready: true}, {state: running}}, corev1.PodRunning, corev1.ConditionFalse},
+		{"crash loop", corev1.RestartPolicyAlways, []containerState{{state: backingOff, lastState: exited1}}, corev1.PodRunning, corev1.ConditionFalse},
+		{"completed", corev1.RestartPolicyNever, []containerState{{state: exited0}}, corev1.PodSucceeded, corev1.ConditionFalse},
+		{"failed", corev1.RestartPolicyNever, []containerState{{state: exited1}, {state: exited0}}, corev1.PodFailed, corev1.ConditionFalse},
+		{"completed, not restarted", corev1.RestartPolicyOnFailure, []containerState{{state: exited0}}, corev1.PodSucceeded, corev1.ConditionFalse},
+		// Exited and about to restart: not a terminal phase, or its
+		// ReplicaSet would replace it.
+		{"exited, to restart", corev1.RestartPolicyAlways, []containerState{{state: exited1}}, corev1.PodRunning, corev1.ConditionFalse},
+		{"failed, to restart", corev1.RestartPolicyOnFailure, []containerState{{state: exited1}}, corev1.PodRunning, corev1.ConditionFalse},
 	}
 	for _, c := range cases {
+		pod.Spec.RestartPolicy = c.policy
 		st := statusWorker(pod, c.states...).buildStatus(pod)
 		if st.Phase != c.phase || cond(st, corev1.PodReady) != c.ready || cond(st, corev1.ContainersReady) != c.ready {
 			t.Errorf("%s: phase %s ready %s, want %s %s", c.name, st.Phase, cond(st, corev1.PodReady), c.phase, c.ready)
