@@ -71,6 +71,9 @@ func (s *Stack) bootstrapCluster(ctx context.Context) error {
 			Ports: []corev1.ServicePort{port("http", 80, 0), port("https", 443, 0)},
 		},
 	}}
+	if s.opts.Chart {
+		services = nil // the chart's
+	}
 	for _, svc := range services {
 		if _, err := cs.CoreV1().Services(SystemNS).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 			return fmt.Errorf("creating Service %s: %w", svc.Name, err)
@@ -162,6 +165,9 @@ func (s *Stack) startClusterNet(ctx context.Context) error {
 	gw := map[string][2]int{
 		ExternalGWName: {p.ExternalHTTP, p.ExternalHTTPS},
 		InternalGWName: {p.InternalHTTP, p.InternalHTTPS},
+	}
+	if s.opts.Chart {
+		gw = nil // the chart's Services select its Envoy pods
 	}
 	for name, ports := range gw {
 		if err := s.gatewayEndpoints(ctx, name, ports[0], ports[1]); err != nil {

@@ -17,7 +17,9 @@ import (
 
 // controllers are the kube-controller-manager loops the tests need. No
 // scheduler, node lifecycle or volume controllers: pods are bound by the
-// pod runner and the one node is kept fresh by the stack.
+// pod runner and the one node is kept fresh by the stack (which also takes
+// off the not-ready taint admission puts on a new node, so DaemonSets
+// place their pods).
 var controllers = []string{
 	"endpoints-controller",
 	"endpointslice-controller",
@@ -29,6 +31,7 @@ var controllers = []string{
 	"garbage-collector-controller",
 	"deployment-controller",
 	"replicaset-controller",
+	"daemonset-controller",
 	"resourcequota-controller",
 	"service-cidr-controller",
 	"clusterrole-aggregation-controller",

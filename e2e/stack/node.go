@@ -3,6 +3,7 @@ package stack
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -60,8 +61,15 @@ func (s *Stack) registerNode(ctx, bgCtx context.Context) error {
 		NodeInfo:        corev1.NodeSystemInfo{OperatingSystem: "linux", Architecture: "amd64", KubeletVersion: "v1.35.4"},
 		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: int32(s.opts.Ports.Kubelet)}},
 	}
-	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+	ready, err := cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
+	if err != nil {
 		return fmt.Errorf("setting node %s Ready: %w", NodeName, err)
+	}
+	// The node lifecycle controller would lift this taint once the node is
+	// Ready; it does not run here.
+	ready.Spec.Taints = slices.DeleteFunc(ready.Spec.Taints, func(t corev1.Taint) bool { return t.Key == corev1.TaintNodeNotReady })
+	if _, err := cs.CoreV1().Nodes().Update(ctx, ready, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("node %s: lifting the not-ready taint: %w", NodeName, err)
 	}
 	lease := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{

@@ -47,7 +47,11 @@ func (s *Stack) startPodRunner(ctx context.Context) error {
 	// Pods reach both gateways by these names (the private load balancer's
 	// domainInternal, as the conformance httpproxy dials it) at the bridge.
 	hosts := map[string]string{}
-	for _, svc := range []string{InternalGWName, ExternalGWName} {
+	gateways := []string{InternalGWName, ExternalGWName}
+	if s.opts.Chart {
+		gateways = nil // cluster DNS finds the chart's Services
+	}
+	for _, svc := range gateways {
 		for _, h := range []string{svc + "." + SystemNS, svc + "." + SystemNS + ".svc", svc + "." + SystemNS + ".svc.cluster.local"} {
 			hosts[h] = s.BridgeIP
 		}

@@ -89,10 +89,15 @@ type Options struct {
 	Envoys      int    // default 1
 	Controllers int    // Sluice controller replicas, default 1
 	SkipSluice  bool   // do not start Sluice and Envoy even if bin/sluice exists
-	SluiceBin   string // the sluice binary, default BinDir/sluice
-	SkipPods    bool   // do not start the pod runner
+	// Chart leaves Sluice to the Helm chart (implies SkipSluice): the stack
+	// creates no gateway Services of its own and points no pod at the host
+	// for them; the chart's Services and pods take their place.
+	Chart     bool
+	SluiceBin string // the sluice binary, default BinDir/sluice
+	SkipPods  bool   // do not start the pod runner
 	// Serving installs Knative Serving (hack/build-serving.sh builds it)
-	// once Sluice runs, with Sluice as its ingress.
+	// once Sluice runs (or, with Chart, before the chart), with Sluice as
+	// its ingress.
 	Serving    bool
 	SluiceArgs []string
 	// XDSTLS makes xDS mutual TLS: the controllers get --xds-tls-* and the
@@ -145,6 +150,9 @@ type Stack struct {
 }
 
 func (o *Options) setDefaults() error {
+	if o.Chart {
+		o.SkipSluice = true
+	}
 	if o.Root == "" {
 		r, err := FindRoot()
 		if err != nil {
@@ -270,7 +278,8 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	if s.opts.Serving {
-		if !s.SluiceStarted || s.PodsSkipReason != "" {
+		// With Chart, Sluice comes later: helm install onto the stack.
+		if (!s.SluiceStarted && !s.opts.Chart) || s.PodsSkipReason != "" {
 			return nil, fmt.Errorf("Knative Serving needs Sluice and the pod runner (%s%s)", s.SluiceSkipReason, s.PodsSkipReason)
 		}
 		if err := s.installServing(ctx); err != nil {
@@ -361,16 +370,21 @@ func (s *Stack) Summary() string {
 	fmt.Fprintf(&b, "export KUBECONFIG=%s\n", s.Kubeconfig)
 	fmt.Fprintf(&b, "API server:        https://127.0.0.1:%d (kubectl get ns,nodes)\n", s.opts.Ports.APIServer)
 	fmt.Fprintf(&b, "pod subnet:        %s on bridge %s (host side %s)\n", s.opts.Subnet, s.opts.Bridge, s.BridgeIP)
-	fmt.Fprintf(&b, "external gateway:  http://%s  https://%s  (pods: %s:%d)\n", s.External.HTTP, s.External.HTTPS, s.BridgeIP, s.opts.Ports.ExternalHTTP)
-	fmt.Fprintf(&b, "internal gateway:  http://%s  https://%s  (ClusterLocal, on the bridge)\n", s.Internal.HTTP, s.Internal.HTTPS)
-	if s.SluiceStarted {
+	if !s.opts.Chart {
+		fmt.Fprintf(&b, "external gateway:  http://%s  https://%s  (pods: %s:%d)\n", s.External.HTTP, s.External.HTTPS, s.BridgeIP, s.opts.Ports.ExternalHTTP)
+		fmt.Fprintf(&b, "internal gateway:  http://%s  https://%s  (ClusterLocal, on the bridge)\n", s.Internal.HTTP, s.Internal.HTTPS)
+	}
+	switch {
+	case s.opts.Chart:
+		fmt.Fprintf(&b, "Sluice:            from the Helm chart: helm install sluice deploy/helm/sluice -n %s (README: Install on the local stack)\n", SystemNS)
+	case s.SluiceStarted:
 		for i := 0; i < s.opts.Controllers; i++ {
 			fmt.Fprintf(&b, "sluice-%d:          xds 127.0.0.1:%d admin http://127.0.0.1:%d\n", i, s.opts.Ports.XDS+i, s.opts.Ports.SluiceAdmin+i)
 		}
 		for i := 0; i < s.opts.Envoys; i++ {
 			fmt.Fprintf(&b, "envoy-%d:           admin http://127.0.0.1:%d\n", i, s.opts.Ports.EnvoyAdmin+i)
 		}
-	} else {
+	default:
 		fmt.Fprintf(&b, "Sluice/Envoy:      skipped (%s)\n", s.SluiceSkipReason)
 	}
 	if s.PodsSkipReason != "" {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -24,13 +25,15 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// clusterNet is what kube-proxy and CoreDNS give a cluster, for the pods on
-// the bridge: cluster DNS (dns.go) and Service cluster IPs that reach the
-// Service's ready endpoints (this file). The whole Service range is a
+// clusterNet is what kube-proxy, CoreDNS and a load balancer controller give
+// a cluster, for the pods on the bridge and this host: cluster DNS (dns.go),
+// Service cluster IPs that reach the Service's ready endpoints, and a
+// LoadBalancer Service's cluster IP as its external IP (this file). The whole Service range is a
 // local route on the bridge, so the host owns every cluster IP; a
 // userspace proxy listens on each Service port of each cluster IP and
 // relays each connection to a ready endpoint, round robin.
 type clusterNet struct {
+	client   kubernetes.Interface
 	services listersv1.ServiceLister
 	slices   discoverylisters.EndpointSliceLister
 	factory  informers.SharedInformerFactory
@@ -56,6 +59,7 @@ type svcListener struct {
 func startClusterNet(ctx context.Context, client kubernetes.Interface, dnsAddr string) (*clusterNet, error) {
 	f := informers.NewSharedInformerFactory(client, 10*time.Minute)
 	cn := &clusterNet{
+		client:    client,
 		services:  f.Core().V1().Services().Lister(),
 		slices:    f.Discovery().V1().EndpointSlices().Lister(),
 		factory:   f,
@@ -127,6 +131,9 @@ func (cn *clusterNet) sync() {
 		if ip == "" || ip == corev1.ClusterIPNone {
 			continue
 		}
+		if svc.Spec.Type == corev1.ServiceTypeLoadBalancer && len(svc.Status.LoadBalancer.Ingress) == 0 {
+			go cn.loadBalancer(svc.DeepCopy())
+		}
 		for _, p := range svc.Spec.Ports {
 			if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
 				continue
@@ -156,6 +163,16 @@ func (cn *clusterNet) sync() {
 		cn.listeners[addr] = w
 		go cn.accept(w)
 	}
+}
+
+// loadBalancer gives a LoadBalancer Service its cluster IP as external IP,
+// as a cloud's load balancer controller would give an address: this host
+// already proxies it, and clients (and helm install --wait) look for it.
+func (cn *clusterNet) loadBalancer(svc *corev1.Service) {
+	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: svc.Spec.ClusterIP, IPMode: new(corev1.LoadBalancerIPModeVIP)}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _ = cn.client.CoreV1().Services(svc.Namespace).UpdateStatus(ctx, svc, metav1.UpdateOptions{}) // a conflict comes back as a change
 }
 
 // reusePort lets Envoy's listeners, which bind 0.0.0.0 with SO_REUSEPORT,

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"sluice.dev/sluice/e2e/stack"
+	"sluice.dev/sluice/e2e/workload"
 )
 
 // backgroundEnv marks the detached child of `up -background`.
@@ -39,6 +41,9 @@ up flags:
 	upFlags(&stack.Options{}, new(bool)).PrintDefaults()
 }
 
+// imageTar is -chart: the pods of the Helm chart run the image's binary.
+var imageTar string
+
 func upFlags(o *stack.Options, background *bool) *flag.FlagSet {
 	fs := flag.NewFlagSet("up", flag.ExitOnError)
 	fs.Usage = usage
@@ -53,6 +58,7 @@ func upFlags(o *stack.Options, background *bool) *flag.FlagSet {
 	fs.StringVar(&o.Bridge, "bridge", "sluice0", "bridge name")
 	fs.StringVar(&o.StateDir, "state-dir", "", "state directory (default <repo>/.stack)")
 	fs.Var((*multi)(&o.SluiceArgs), "sluice-arg", "extra argument for `sluice controller` (repeatable)")
+	fs.StringVar(&imageTar, "chart", "", "leave Sluice to the Helm chart (no Sluice, Envoy or gateway Services of the stack's own): its controller image runs the binary in this image tarball (make image), its Envoy image bin/envoy")
 	return fs
 }
 
@@ -97,6 +103,13 @@ func up(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if imageTar != "" {
+		images, err := chartImages(ctx, imageTar)
+		if err != nil {
+			return err
+		}
+		o.Images, o.Chart = images, true
+	}
 	s, err := stack.Start(ctx, o)
 	if err != nil {
 		return err
@@ -185,6 +198,24 @@ func upBackground(o stack.Options, args []string) error {
 	fmt.Print(string(b))
 	fmt.Printf("pid file: %s\nstop it with: go run ./e2e/cmd/stack down\n", filepath.Join(dir, "owner.pid"))
 	return nil
+}
+
+// chartImages are the e2e backend and test images, and the chart's.
+func chartImages(ctx context.Context, tar string) (map[string]string, error) {
+	root, err := stack.FindRoot()
+	if err != nil {
+		return nil, err
+	}
+	images, err := workload.Images(ctx, root)
+	if err != nil {
+		return nil, err
+	}
+	chart, err := stack.ChartImages(filepath.Join(root, "bin"), tar)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(images, chart)
+	return images, nil
 }
 
 func status() error {
