@@ -197,11 +197,18 @@ func TestInstallFromREADME(t *testing.T) {
 	// helm upgrade with a changed value, under load.
 	gateway := serviceIP(t, s, "sluice-gateway")
 	load := startLoad(gateway)
+	drained := make(chan time.Duration, 1)
+	go func() { drained <- deletionTook(s, envoys[0], 4*time.Minute) }()
 	time.Sleep(3 * time.Second)
 	sh.run(t, "upgrade", blocks["upgrade"])
-	// The old Envoy drains for the chart's drainSeconds: keep the load on
-	// until it is gone.
+	// The old Envoy drains for the chart's drainSeconds (its preStop hook)
+	// before it stops: keep the load on until it is gone.
 	waitGone(t, s, envoys, 2*time.Minute)
+	if took := <-drained; took < 29*time.Second {
+		t.Errorf("the old Envoy pod went %s after its deletion; the chart's preStop drains for 30s", took)
+	} else {
+		t.Logf("the old Envoy pod went %s after its deletion (preStop drain: 30s)", took.Round(100*time.Millisecond))
+	}
 	waitGone(t, s, controllers, 2*time.Minute)
 	time.Sleep(2 * time.Second)
 	total, failed, firstErr := load.stop()
@@ -273,6 +280,21 @@ func waitGone(t *testing.T, s *stack.Stack, pods []string, timeout time.Duration
 		}
 		return nil
 	})
+}
+
+// deletionTook is how long pod lasted from its deletion to its end, or 0.
+func deletionTook(s *stack.Stack, pod string, timeout time.Duration) time.Duration {
+	var deleted time.Time
+	for end := time.Now().Add(timeout); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		p, err := s.Client.CoreV1().Pods(systemNS).Get(context.Background(), pod, metav1.GetOptions{})
+		switch {
+		case err != nil && !deleted.IsZero():
+			return time.Since(deleted)
+		case err == nil && p.DeletionTimestamp != nil && deleted.IsZero():
+			deleted = time.Now() // deletionTimestamp itself is the grace period's end
+		}
+	}
+	return 0
 }
 
 func eventuallyT(t *testing.T, timeout time.Duration, what string, f func() error) {

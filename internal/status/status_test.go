@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -114,7 +114,7 @@ func TestFleet(t *testing.T) {
 func TestForIngress(t *testing.T) {
 	ing := &v1alpha1.Ingress{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "hello", Generation: 3},
-		Spec: v1alpha1.IngressSpec{Rules: []v1alpha1.IngressRule{{Hosts: []string{"Hello.demo.example.com"}}}},
+		Spec:       v1alpha1.IngressSpec{Rules: []v1alpha1.IngressRule{{Hosts: []string{"Hello.demo.example.com"}}}},
 	}
 	ing.Status.ObservedGeneration = 2
 	ing.Status.SetConditions(apis.Conditions{{Type: apis.ConditionReady, Status: corev1.ConditionUnknown, Reason: "Pending", Message: "envoy-1 behind"}})
