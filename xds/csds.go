@@ -28,7 +28,7 @@ type csds struct {
 
 func (c *csds) FetchClientStatus(ctx context.Context, req *statusv3.ClientStatusRequest) (*statusv3.ClientStatusResponse, error) {
 	resp, scope := c.s.fleetStatus(ctx, req)
-	_ = grpc.SetHeader(ctx, metadata.Pairs(ReplicaHeader, c.s.opts.Replica, ScopeHeader, scope))
+	_ = grpc.SetHeader(ctx, metadata.Pairs(replicaHeader, c.s.opts.Replica, scopeHeader, scope))
 	return resp, nil
 }
 
@@ -43,7 +43,7 @@ func (c *csds) StreamClientStatus(stream statusv3.ClientStatusDiscoveryService_S
 		}
 		resp, scope := c.s.fleetStatus(stream.Context(), req)
 		// Headers go out once, with the first answer.
-		_ = stream.SetHeader(metadata.Pairs(ReplicaHeader, c.s.opts.Replica, ScopeHeader, scope))
+		_ = stream.SetHeader(metadata.Pairs(replicaHeader, c.s.opts.Replica, scopeHeader, scope))
 		if err := stream.Send(resp); err != nil {
 			return err
 		}

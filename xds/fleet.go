@@ -10,6 +10,8 @@ import (
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -33,11 +35,26 @@ const (
 
 	// gRPC response headers of every CSDS answer: the answering replica's
 	// name, and what the answer covers.
-	ReplicaHeader = "sluice-replica"
-	ScopeHeader   = "sluice-csds-scope"
+	replicaHeader = "sluice-replica"
+	scopeHeader   = "sluice-csds-scope"
 
 	peerTimeout = 2 * time.Second
 )
+
+// AskStatus sends req to one replica's CSDS over conn and returns its
+// answer, the name the replica answered with and what the answer covers
+// (from the headers every answer carries; "" if absent).
+func AskStatus(ctx context.Context, conn grpc.ClientConnInterface, req *statusv3.ClientStatusRequest) (_ *statusv3.ClientStatusResponse, replica, scope string, _ error) {
+	var hdr metadata.MD
+	resp, err := statusv3.NewClientStatusDiscoveryServiceClient(conn).FetchClientStatus(ctx, req, grpc.Header(&hdr))
+	first := func(k string) string {
+		if v := hdr.Get(k); len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	return resp, first(replicaHeader), first(scopeHeader), err
+}
 
 // fleetStatus answers a CSDS request: for every Envoy of the fleet once,
 // sorted by node id, then one entry per replica that could not be asked.

@@ -95,7 +95,7 @@ func TestFleetCSDS(t *testing.T) {
 				t.Fatalf("CSDS of %s: %+v, want %+v", addr, got, want)
 			}
 		}
-		if s := strings.Join(hdr.Get(ScopeHeader), ""); !strings.HasPrefix(s, "fleet: the Envoys of 2 replicas (1 unreachable)") {
+		if s := strings.Join(hdr.Get(scopeHeader), ""); !strings.HasPrefix(s, "fleet: the Envoys of 2 replicas (1 unreachable)") {
 			t.Errorf("CSDS of %s: scope %q", addr, s)
 		}
 	}
@@ -127,7 +127,7 @@ func TestFleetCSDS(t *testing.T) {
 	req.Node = node("replica-b")
 	req.Node.Cluster = PeerCluster
 	got, hdr = askCSDS(t, a.addr, req)
-	if len(got) != 1 || got[0].node != "envoy-2" || hdr.Get(ReplicaHeader)[0] != "replica-a" {
+	if len(got) != 1 || got[0].node != "envoy-2" || hdr.Get(replicaHeader)[0] != "replica-a" {
 		t.Fatalf("peer request to A: %+v %v", got, hdr)
 	}
 }
@@ -146,7 +146,7 @@ func TestReplicaCSDS(t *testing.T) {
 	if len(got) != 1 || got[0] != (fleetEntry{"envoy-0", "sluice", ""}) {
 		t.Fatalf("CSDS: %+v", got)
 	}
-	if s := strings.Join(hdr.Get(ScopeHeader), ""); !strings.Contains(s, "this replica only") {
+	if s := strings.Join(hdr.Get(scopeHeader), ""); !strings.Contains(s, "this replica only") {
 		t.Errorf("scope %q", s)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -145,11 +144,7 @@ func (p *Peers) fetch(ctx context.Context, req *statusv3.ClientStatusRequest, ti
 			}
 			cctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			var hdr metadata.MD
-			a.resp, a.err = statusv3.NewClientStatusDiscoveryServiceClient(conn).FetchClientStatus(cctx, req, grpc.Header(&hdr))
-			if v := hdr.Get(ReplicaHeader); len(v) > 0 {
-				a.replica = v[0]
-			}
+			a.resp, a.replica, _, a.err = AskStatus(cctx, conn, req)
 		})
 	}
 	wg.Wait()

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"knative.dev/networking/pkg/apis/networking/v1alpha1"
 	clientset "knative.dev/networking/pkg/client/clientset/versioned"
 
 	"sluice.dev/sluice/internal/status"
@@ -67,17 +68,25 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
+	// The API server is asked for the Secret and the KIngress, with one
+	// client made when first needed.
+	var kc *kubeClients
 	kube := func() (*kubeClients, error) {
+		if kc != nil {
+			return kc, nil
+		}
 		if *kubeconfig == "" {
 			return nil, fmt.Errorf("needs --kubeconfig (or $KUBECONFIG)")
 		}
-		return newKubeClients(*kubeconfig)
+		var err error
+		kc, err = newKubeClients(*kubeconfig)
+		return kc, err
 	}
 	if *secret != "" {
 		if files.Enabled() {
 			return fmt.Errorf("--tls-secret and --xds-tls-* exclude each other")
 		}
-		kc, err := kube()
+		c, err := kube()
 		if err != nil {
 			return fmt.Errorf("--tls-secret: %w", err)
 		}
@@ -86,7 +95,7 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer os.RemoveAll(dir)
-		if files, err = secretFiles(ctx, kc.kube, *secret, dir); err != nil {
+		if files, err = secretFiles(ctx, c.kube, *secret, dir); err != nil {
 			return fmt.Errorf("--tls-secret: %w", err)
 		}
 	}
@@ -98,28 +107,26 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 		}
 		creds = certs.Client()
 	}
+	var ing *v1alpha1.Ingress
 	if len(names) == 1 {
 		ns, name, ok := strings.Cut(names[0], "/")
 		if !ok || ns == "" || name == "" {
 			return fmt.Errorf("%q: want NAMESPACE/NAME", names[0])
 		}
-		kc, err := kube()
+		c, err := kube()
 		if err != nil {
 			return err
 		}
-		obj, err := kc.kn.NetworkingV1alpha1().Ingresses(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
+		if ing, err = c.kn.NetworkingV1alpha1().Ingresses(ns).Get(ctx, name, metav1.GetOptions{}); err != nil {
 			return fmt.Errorf("KIngress %s/%s: %w", ns, name, err)
 		}
-		fleet, err := status.Ask(ctx, servers, creds, *timeout)
-		if err != nil {
-			return err
-		}
-		return status.Write(stdout, status.ForIngress(fleet, obj), *output)
 	}
-	fleet, err := status.Ask(ctx, servers, creds, *timeout)
+	fleet, err := status.Ask(ctx, servers, creds)
 	if err != nil {
 		return err
+	}
+	if ing != nil {
+		return status.Write(stdout, status.ForIngress(fleet, ing), *output)
 	}
 	return status.Write(stdout, fleet, *output)
 }

@@ -1,17 +1,16 @@
 package status
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sync"
-	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 
 	"sluice.dev/sluice/xds"
 )
@@ -23,8 +22,8 @@ const maxAnswer = 256 << 20
 // CSDS, without resource contents. One address: its answer, which covers
 // the whole fleet when the replica knows its peers. Several: each answers
 // for the Envoys connected to it, and one that does not answer is listed
-// as unreachable. creds nil means plaintext.
-func Ask(ctx context.Context, addrs []string, creds credentials.TransportCredentials, timeout time.Duration) (Fleet, error) {
+// as unreachable. creds nil means plaintext; ctx bounds the wait.
+func Ask(ctx context.Context, addrs []string, creds credentials.TransportCredentials) (Fleet, error) {
 	if len(addrs) == 0 {
 		return Fleet{}, fmt.Errorf("no replica address")
 	}
@@ -52,16 +51,13 @@ func Ask(ctx context.Context, addrs []string, creds credentials.TransportCredent
 				return
 			}
 			defer conn.Close()
-			cctx, cancel := context.WithTimeout(ctx, timeout)
-			defer cancel()
-			var hdr metadata.MD
-			a.resp, a.err = statusv3.NewClientStatusDiscoveryServiceClient(conn).FetchClientStatus(cctx, req, grpc.Header(&hdr))
-			replica := addr
-			if v := hdr.Get(xds.ReplicaHeader); len(v) > 0 {
-				replica = v[0] + " (" + addr + ")"
+			var replica, scope string
+			a.resp, replica, scope, a.err = xds.AskStatus(ctx, conn, req)
+			if replica != "" {
+				replica += " (" + addr + ")"
 			}
-			if v := hdr.Get(xds.ScopeHeader); len(v) > 0 {
-				a.scope = replica + ": " + v[0]
+			if scope != "" {
+				a.scope = cmp.Or(replica, addr) + ": " + scope
 			}
 		})
 	}
