@@ -33,8 +33,7 @@ func TestMonitoringRules(t *testing.T) {
 	if _, err := os.Stat(promtool); err != nil {
 		t.Fatalf("%s is missing; make tools builds it", promtool)
 	}
-	rule := chart(helmRender(t, "sluice", "knative-serving", monitoringSet)).get(t, "PrometheusRule", "sluice-controller")
-	groups, _, _ := unstructuredSlice(rule.Object, "spec", "groups")
+	groups, rules := chartRules(t, chart(helmRender(t, "sluice", "knative-serving", monitoringSet)))
 	b, err := yaml.Marshal(map[string]any{"groups": groups})
 	if err != nil {
 		t.Fatal(err)
@@ -61,10 +60,8 @@ func TestMonitoringRules(t *testing.T) {
 	}
 	// Every alert of the chart has a test.
 	var alerts []string
-	for _, g := range groups {
-		for _, r := range g.(map[string]any)["rules"].([]any) {
-			alerts = append(alerts, r.(map[string]any)["alert"].(string))
-		}
+	for _, r := range rules {
+		alerts = append(alerts, r["alert"].(string))
 	}
 	for _, a := range alerts {
 		if !strings.Contains(string(tests), "alertname: "+a+"\n") {
@@ -76,17 +73,19 @@ func TestMonitoringRules(t *testing.T) {
 	}
 }
 
-func unstructuredSlice(obj map[string]any, path ...string) ([]any, bool, error) {
-	var cur any = obj
-	for _, p := range path {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false, nil
+// chartRules are the spec.groups of the chart's PrometheusRule, and the
+// rules of every group.
+func chartRules(t *testing.T, objs chart) (groups []any, rules []map[string]any) {
+	t.Helper()
+	rule := objs.get(t, "PrometheusRule", "sluice-controller")
+	groups, _ = field(t, rule, "spec", "groups").([]any)
+	for _, g := range groups {
+		rs, _ := g.(map[string]any)["rules"].([]any)
+		for _, r := range rs {
+			rules = append(rules, r.(map[string]any))
 		}
-		cur = m[p]
 	}
-	s, ok := cur.([]any)
-	return s, ok, nil
+	return groups, rules
 }
 
 // TestMonitoringNamesExist checks that every metric the dashboard and the
@@ -132,13 +131,9 @@ func TestMonitoringNamesExist(t *testing.T) {
 	if dash.UID == "" || len(exprs) < 10 {
 		t.Errorf("dashboard uid %q, %d panels with queries", dash.UID, len(exprs))
 	}
-	rule := objs.get(t, "PrometheusRule", "sluice-controller")
-	groups, _, _ := unstructuredSlice(rule.Object, "spec", "groups")
-	for _, g := range groups {
-		for _, r := range g.(map[string]any)["rules"].([]any) {
-			r := r.(map[string]any)
-			exprs["alert "+r["alert"].(string)] += r["expr"].(string)
-		}
+	_, rules := chartRules(t, objs)
+	for _, r := range rules {
+		exprs["alert "+r["alert"].(string)] += r["expr"].(string)
 	}
 	name := regexp.MustCompile(`\b((?:sluice|go|process)_[a-z_]+)`)
 	used := 0
