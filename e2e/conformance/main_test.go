@@ -3,7 +3,6 @@
 package conformance
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -11,7 +10,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"sort"
 	"strconv"
@@ -155,67 +153,6 @@ func runTee(m *testing.M) ([]suiteRun, int) {
 	return runs, code
 }
 
-// Under go test -json the test binary frames these lines with a ^V byte.
-var resultLine = regexp.MustCompile(`^\s*\x16?--- (PASS|FAIL|SKIP): (` + top + `(?:/\S+)?) \((\d+(?:\.\d+)?)s\)`)
-
-// scan collects the result lines. Go prints a parallel parent's line
-// before or after its subtests' depending on the mode, so the k-th result of
-// a test is put in run k whatever the order.
-func scan(r io.Reader) []suiteRun {
-	known := map[string]bool{}
-	for _, n := range suite {
-		known[n] = true
-	}
-	var parents []string
-	results := map[string][]testResult{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		mm := resultLine.FindStringSubmatch(sc.Text())
-		if mm == nil {
-			continue
-		}
-		if mm[2] == top {
-			parents = append(parents, mm[1])
-			continue
-		}
-		name := strings.TrimPrefix(mm[2], top+"/")
-		if !known[name] { // a subtest of one of the tests
-			continue
-		}
-		secs, _ := strconv.ParseFloat(mm[3], 64)
-		results[name] = append(results[name], testResult{Name: name, Result: mm[1], Seconds: secs})
-	}
-	io.Copy(io.Discard, r)
-	runs := make([]suiteRun, len(parents))
-	for i := range runs {
-		runs[i].Result = parents[i]
-		for _, name := range sortedSuite() {
-			if i < len(results[name]) {
-				t := results[name][i]
-				runs[i].Tests = append(runs[i].Tests, t)
-				if t.Result == "PASS" {
-					runs[i].Passed++
-				}
-			}
-		}
-	}
-	return runs
-}
-
-type testResult struct {
-	Name    string  `json:"name"`
-	Result  string  `json:"result"`
-	Seconds float64 `json:"seconds"`
-}
-
-type suiteRun struct {
-	Result  string       `json:"result"`
-	Seconds float64      `json:"seconds"`
-	Passed  int          `json:"passed"`
-	Tests   []testResult `json:"tests"`
-}
-
 type report struct {
 	Started        time.Time         `json:"started"`
 	StackStartup   float64           `json:"stackStartupSeconds"`
@@ -258,6 +195,12 @@ func printTable(w io.Writer, i, n int, r suiteRun) {
 			continue
 		}
 		fmt.Fprintf(w, "%-30s %-6s %9.2f\n", name, t.Result, t.Seconds)
+	}
+	for _, f := range r.Failures {
+		fmt.Fprintf(w, "\n%s failed; its last lines:\n", f.Name)
+		for _, l := range f.Output {
+			fmt.Fprintln(w, l)
+		}
 	}
 }
 
