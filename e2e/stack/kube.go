@@ -145,6 +145,15 @@ func (s *Stack) startKube(ctx context.Context) error {
 		"--use-service-account-credentials=false",
 		"--concurrent-endpoint-syncs=10",
 		"--concurrent-service-endpoint-syncs=10",
+		// The pod runner makes a pod Ready within milliseconds, often while
+		// the EndpointSlice controller's informer has not yet seen the slice
+		// it just created for the new Service; that sync then fails as stale
+		// and is retried only after a 1 s backoff, while the Endpoints
+		// controller retries in 5 ms. The Knative suites wait for Endpoints
+		// and then expect routing through Sluice, which reads slices: a
+		// short batch lets the informer catch up first, so a slice lags its
+		// Endpoints by this much instead of by a second.
+		"--endpointslice-updates-batch-period=100ms",
 		"--v=1",
 	)
 	if err != nil {
