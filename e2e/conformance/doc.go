@@ -12,4 +12,6 @@
 // Flags left out get exactly these values, and --kubeconfig is the stack's.
 // TestMain prints a table of the 25 tests and writes it as JSON to
 // e2e/results/; the run fails unless every run of the suite passed 25/25.
+// Reading the suite's output into results (results.go) is tested without the
+// tag or the stack.
 package conformance

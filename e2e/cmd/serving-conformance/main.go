@@ -327,6 +327,12 @@ func printTable(w io.Writer, i, n int, rs []result) {
 		}
 		fmt.Fprintf(w, "%-26s %-52s %-6s %8.1f  %s\n", strings.TrimPrefix(r.Package, "test/"), r.Test, r.Result, r.Seconds, why)
 	}
+	// Repeated after the table, where a CI log's tail still shows them.
+	for _, r := range rs {
+		if r.Result == "FAIL" && r.Gap == "" {
+			fmt.Fprintf(w, "\n%s %s failed; its last lines:\n%s\n", strings.TrimPrefix(r.Package, "test/"), r.Test, r.Reason)
+		}
+	}
 }
 
 func save(root, suite string, begin time.Time, startup time.Duration, runs [][]result) error {

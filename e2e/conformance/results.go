@@ -1,9 +1,8 @@
-//go:build e2e
-
 package conformance
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"regexp"
 	"slices"
@@ -11,6 +10,21 @@ import (
 	"strconv"
 	"strings"
 )
+
+// suite lists the upstream suite's tests (stable, beta, alpha); its own
+// lists are unexported. A run passes only with all of them passed.
+var suite = []string{
+	"basics", "basics/http2", "grpc", "grpc/split",
+	"headers/pre-split", "headers/post-split", "headers/probe",
+	"hosts/multiple", "dispatch/path", "dispatch/percentage",
+	"dispatch/path_and_percentage", "dispatch/rule", "retry", "timeout",
+	"tls", "update", "visibility", "visibility/split", "visibility/path",
+	"ingressclass", "websocket", "websocket/split",
+	"host-rewrite", "headers/tags", // beta
+	"httpoption", // alpha
+}
+
+const top = "TestIngressConformance"
 
 // Under go test -json the test binary frames these lines with a ^V byte.
 var (
@@ -128,4 +142,33 @@ type suiteRun struct {
 	Passed   int          `json:"passed"`
 	Tests    []testResult `json:"tests"`
 	Failures []failure    `json:"failures,omitempty"`
+}
+
+func printTable(w io.Writer, i, n int, r suiteRun) {
+	fmt.Fprintf(w, "\nKnative ingress conformance, run %d of %d: %d/%d passed in %.1fs\n", i, n, r.Passed, len(suite), r.Seconds)
+	seen := map[string]testResult{}
+	for _, t := range r.Tests {
+		seen[t.Name] = t
+	}
+	fmt.Fprintf(w, "%-30s %-6s %9s\n", "TEST", "RESULT", "SECONDS")
+	for _, name := range sortedSuite() {
+		t, ok := seen[name]
+		if !ok {
+			fmt.Fprintf(w, "%-30s %-6s %9s\n", name, "-", "-")
+			continue
+		}
+		fmt.Fprintf(w, "%-30s %-6s %9.2f\n", name, t.Result, t.Seconds)
+	}
+	for _, f := range r.Failures {
+		fmt.Fprintf(w, "\n%s failed; its last lines:\n", f.Name)
+		for _, l := range f.Output {
+			fmt.Fprintln(w, l)
+		}
+	}
+}
+
+func sortedSuite() []string {
+	s := append([]string(nil), suite...)
+	sort.Strings(s)
+	return s
 }
