@@ -29,7 +29,7 @@ const top = "TestIngressConformance"
 // Under go test -json the test binary frames these lines with a ^V byte.
 var (
 	resultLine = regexp.MustCompile(`^\s*\x16?--- (PASS|FAIL|SKIP): (` + top + `(?:/\S+)?) \((\d+(?:\.\d+)?)s\)`)
-	headerLine = regexp.MustCompile(`^\x16?=== (?:RUN|PAUSE|CONT|NAME)\s+(` + top + `/\S+)`)
+	headerLine = regexp.MustCompile(`^\x16?=== (RUN|PAUSE|CONT|NAME)\s+(` + top + `/\S+)`)
 )
 
 // tailLines is how much of a failed test's output is kept: the suite's
@@ -57,8 +57,8 @@ func scan(r io.Reader) []suiteRun {
 	for sc.Scan() {
 		line := sc.Text()
 		if h := headerLine.FindStringSubmatch(line); h != nil {
-			current = strings.TrimPrefix(h[1], top+"/")
-			if strings.Contains(line, "=== RUN") {
+			current = strings.TrimPrefix(h[2], top+"/")
+			if h[1] == "RUN" {
 				tails[current] = nil
 			}
 			continue
