@@ -139,18 +139,7 @@ func readCgroup(v1, v2 string) string {
 // token), its sandbox (host name, /dev, its memory limit in a read-only
 // cgroup) and a preStop hook run before it stops.
 func TestClusterServicesForPods(t *testing.T) {
-	needStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	s, err := Start(ctx, Options{SkipSluice: true, UnreadyProbePeriod: 200 * time.Millisecond, Log: testWriter{t}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := s.Stop(); err != nil {
-			t.Error(err)
-		}
-	}()
+	ctx, s := startPodStack(t, 5*time.Minute)
 	cs := s.Client
 	must := func(_ any, err error) {
 		t.Helper()

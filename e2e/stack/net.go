@@ -83,13 +83,20 @@ func run(name string, args ...string) (string, error) {
 
 // setupBridge creates the bridge with the first address of the pod subnet.
 // Forwarding is off for it so pod traffic can reach nothing but this host.
+//
+// The bridge gets a MAC address of its own: without one Linux gives it the
+// lowest of its ports', so it changes whenever the pod owning that port
+// leaves, and every other pod's ARP entry for the gateway then points
+// nowhere: their replies vanish for up to the neighbour timeout (tens of
+// seconds), and a response in flight is lost for good if its pod exits
+// meanwhile.
 func (s *Stack) setupBridge() error {
 	if err := s.checkSubnetFree(); err != nil {
 		return err
 	}
 	br := s.opts.Bridge
 	ones, _ := mustCIDR(s.opts.Subnet).Mask.Size()
-	if _, err := run("ip", "link", "add", br, "type", "bridge"); err != nil {
+	if _, err := run("ip", "link", "add", br, "address", bridgeMAC(net.ParseIP(s.BridgeIP)), "type", "bridge"); err != nil {
 		return err
 	}
 	s.bridge = true
@@ -114,6 +121,13 @@ func (s *Stack) setupBridge() error {
 	}
 	s.logf("bridge %s up with %s/%d, cluster IPs %s local", br, s.BridgeIP, ones, s.opts.ServiceCIDR)
 	return nil
+}
+
+// bridgeMAC is a locally administered unicast address made from the
+// bridge's IPv4 address, so it is the same on every start.
+func bridgeMAC(ip net.IP) string {
+	v := ip.To4()
+	return fmt.Sprintf("02:00:%02x:%02x:%02x:%02x", v[0], v[1], v[2], v[3])
 }
 
 func mustCIDR(c string) *net.IPNet {

@@ -23,18 +23,7 @@ import (
 // its own namespace) and stop (gone from the API, namespace removed); a
 // crash loop's status is accepted and its deletion completes.
 func TestPodRunnerChurn(t *testing.T) {
-	needStack(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	s, err := Start(ctx, Options{SkipSluice: true, UnreadyProbePeriod: 200 * time.Millisecond, Log: testWriter{t}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := s.Stop(); err != nil {
-			t.Error(err)
-		}
-	}()
+	ctx, s := startPodStack(t, 8*time.Minute)
 	const n = 30
 	grace := int64(5) // the pod runner, not the API server, ends each deletion
 	spec := corev1.PodSpec{
@@ -80,7 +69,7 @@ func TestPodRunnerChurn(t *testing.T) {
 	if _, err := pods.Create(ctx, crash, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		p, err := pods.Get(ctx, "crash", metav1.GetOptions{})
 		return err == nil && len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].RestartCount >= 2 &&
 			p.Status.ContainerStatuses[0].LastTerminationState.Terminated != nil, nil

@@ -28,6 +28,25 @@ func needStack(t *testing.T) {
 	}
 }
 
+// startPodStack starts the stack without Sluice, re-probing unready pods
+// every 200 ms, and stops it when the test ends.
+func startPodStack(t *testing.T, timeout time.Duration) (context.Context, *Stack) {
+	t.Helper()
+	needStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	s, err := Start(ctx, Options{SkipSluice: true, UnreadyProbePeriod: 200 * time.Millisecond, Log: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return ctx, s
+}
+
 func TestStackUpDownTwice(t *testing.T) {
 	needStack(t)
 	for round := 1; round <= 2; round++ {
