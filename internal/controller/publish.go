@@ -91,6 +91,9 @@ func (c *Controller) publish() error {
 	c.mu.Lock()
 	c.published = true
 	c.mu.Unlock()
+	// An Envoy may have NACKed this generation before the book knew it was
+	// published; that check found no suspect, and no other signal may come.
+	c.checkRejections()
 	for _, k := range changed {
 		c.statusQueue.Add(k)
 	}
