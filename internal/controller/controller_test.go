@@ -40,15 +40,30 @@ type fakeSink struct {
 	acked      uint64
 	rejections []rollout.Rejection
 	signal     chan struct{}
+	// nackRoute: an Envoy NACKs this route configuration the moment it is
+	// published, before Publish returns.
+	nackRoute string
 }
 
 func (f *fakeSink) Publish(out *translator.Output, eps map[string]*endpointv3.ClusterLoadAssignment) (uint64, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.full++
 	f.last = out
 	f.allEDS = eps
-	return uint64(f.full), nil
+	gen := uint64(f.full)
+	nack := f.nackRoute != "" && slices.ContainsFunc(out.Routes, func(r *routev3.RouteConfiguration) bool { return r.Name == f.nackRoute })
+	if nack {
+		f.rejections = []rollout.Rejection{{Node: "envoy-0", TypeURL: resource.RouteType, Name: f.nackRoute, Version: "v1", Error: "duplicate domain"}}
+	}
+	f.mu.Unlock()
+	if nack {
+		select {
+		case f.signal <- struct{}{}:
+		default:
+		}
+		time.Sleep(50 * time.Millisecond) // the controller looks at the NACK first
+	}
+	return gen, nil
 }
 
 // Behind: an Envoy "slow" holds generation acked only.
@@ -382,4 +397,28 @@ func TestNACKIsolated(t *testing.T) {
 	if !e.get(t, "a").IsReady() {
 		t.Error("a lost Ready over b's NACK")
 	}
+}
+
+// A NACK may come before the controller has recorded the publish it
+// answers; no other Envoy event follows. The ingress must still be taken
+// out and marked rejected.
+func TestNACKBeforePublishRecorded(t *testing.T) {
+	e := start(t, []any{service("a")}, ingress("a", "a.example.com", "a", ours()))
+	waitFor(t, "a ready", func() bool { return e.get(t, "a").IsReady() })
+	full, _, _ := e.sink.state()
+	bRoutes := translator.IngressRoutes("ns", "b")
+	e.sink.mu.Lock()
+	e.sink.slow, e.sink.acked, e.sink.nackRoute = true, uint64(full), bRoutes
+	e.sink.mu.Unlock()
+	if _, err := e.kn.NetworkingV1alpha1().Ingresses("ns").Create(context.Background(), ingress("b", "b.example.com", "a", ours()), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b rejected with Envoy's error", func() bool {
+		c := cond(e.get(t, "b"), v1alpha1.IngressConditionNetworkConfigured)
+		return c != nil && c.Reason == rollout.ReasonEnvoyRejected && strings.Contains(c.Message, "duplicate domain")
+	})
+	waitFor(t, "b out of the served state", func() bool {
+		_, out, _ := e.sink.state()
+		return !slices.ContainsFunc(out.Routes, func(r *routev3.RouteConfiguration) bool { return r.Name == bRoutes })
+	})
 }
