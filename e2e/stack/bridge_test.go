@@ -21,8 +21,8 @@ import (
 // were the bridge to take its ports' lowest MAC, the pod would learn that
 // one for its gateway), and removes it while the pod holds back a
 // response. The host has nothing to send then, so no new ARP exchange
-// corrects the pod's entry: the case that hung a request through Envoy
-// for its 5-minute idle timeout in conformance's update test.
+// corrects the pod's entry: the likely case of a request through Envoy
+// that hung for its 5-minute idle timeout in conformance's update test.
 func TestBridgeAddressOutlivesPorts(t *testing.T) {
 	ctx, s := startPodStack(t, 3*time.Minute)
 	br := s.opts.Bridge
@@ -48,7 +48,7 @@ func TestBridgeAddressOutlivesPorts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	defer run("ip", "link", "del", low) //nolint:errcheck // gone already when the test passes
+	defer func() { _, _ = run("ip", "link", "del", low) }() // gone already when the test passes
 
 	// No probe after the first: the pod runner's probes would make the
 	// host ARP for the pod, which corrects the pod's entry too.
