@@ -51,9 +51,9 @@ func (f *fakeSink) Publish(out *translator.Output, eps map[string]*endpointv3.Cl
 	f.last = out
 	f.allEDS = eps
 	gen := uint64(f.full)
-	nack := f.nackRoute != "" && slices.ContainsFunc(out.Routes, func(r *routev3.RouteConfiguration) bool { return r.Name == f.nackRoute })
+	nack := f.nackRoute != "" && hasRoutes(out, f.nackRoute)
 	if nack {
-		f.rejections = []rollout.Rejection{{Node: "envoy-0", TypeURL: resource.RouteType, Name: f.nackRoute, Version: "v1", Error: "duplicate domain"}}
+		f.rejections = []rollout.Rejection{routesNACK(f.nackRoute)}
 	}
 	f.mu.Unlock()
 	if nack {
@@ -359,39 +359,66 @@ func TestReadyWaitsForEnvoys(t *testing.T) {
 	waitFor(t, "ready after the ACK", func() bool { return e.get(t, "a").IsReady() })
 }
 
-// An Envoy's NACK takes out only the ingress behind it, with Envoy's
-// error as the reason; the others keep being served.
-func TestNACKIsolated(t *testing.T) {
+// startHeld starts with ingress a Ready, then makes the Envoy hold what
+// it has now and no more, so b's translation stays unconfirmed.
+func startHeld(t *testing.T) *env {
 	e := start(t, []any{service("a")}, ingress("a", "a.example.com", "a", ours()))
 	waitFor(t, "a ready", func() bool { return e.get(t, "a").IsReady() })
 	full, _, _ := e.sink.state()
 	e.sink.mu.Lock()
-	e.sink.slow, e.sink.acked = true, uint64(full) // the Envoy holds what it has now, no more
+	e.sink.slow, e.sink.acked = true, uint64(full)
 	e.sink.mu.Unlock()
+	return e
+}
+
+func hasRoutes(out *translator.Output, name string) bool {
+	return slices.ContainsFunc(out.Routes, func(r *routev3.RouteConfiguration) bool { return r.Name == name })
+}
+
+// served says whether the last publish holds route configuration name.
+func (e *env) served(name string) bool {
+	_, out, _ := e.sink.state()
+	return hasRoutes(out, name)
+}
+
+// routesNACK is an Envoy's rejection of route configuration name, which
+// names its ingress.
+func routesNACK(name string) rollout.Rejection {
+	return rollout.Rejection{Node: "envoy-0", TypeURL: resource.RouteType, Name: name, Version: "v1", Error: "duplicate domain"}
+}
+
+// rejectedByEnvoy says whether ingress name's status carries routesNACK's
+// error.
+func (e *env) rejectedByEnvoy(t *testing.T, name string) func() bool {
+	return func() bool {
+		c := cond(e.get(t, name), v1alpha1.IngressConditionNetworkConfigured)
+		return c != nil && c.Reason == rollout.ReasonEnvoyRejected && strings.Contains(c.Message, "duplicate domain")
+	}
+}
+
+func (e *env) createB(t *testing.T) {
+	t.Helper()
 	if _, err := e.kn.NetworkingV1alpha1().Ingresses("ns").Create(context.Background(), ingress("b", "b.example.com", "a", ours()), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// An Envoy's NACK takes out only the ingress behind it, with Envoy's
+// error as the reason; the others keep being served.
+func TestNACKIsolated(t *testing.T) {
+	e := startHeld(t)
+	e.createB(t)
 	bRoutes := translator.IngressRoutes("ns", "b")
-	served := func(name string) bool {
-		_, out, _ := e.sink.state()
-		return slices.ContainsFunc(out.Routes, func(r *routev3.RouteConfiguration) bool { return r.Name == name })
-	}
-	waitFor(t, "b published", func() bool { return served(bRoutes) })
+	waitFor(t, "b published", func() bool { return e.served(bRoutes) })
 	e.sink.mu.Lock()
-	// b's own route configuration is rejected: the NACK names b.
-	e.sink.rejections = []rollout.Rejection{
-		{Node: "envoy-0", TypeURL: resource.RouteType, Name: bRoutes, Version: "v1", Error: "duplicate domain"},
-	}
+	e.sink.rejections = []rollout.Rejection{routesNACK(bRoutes)}
 	e.sink.mu.Unlock()
 	e.sink.signal <- struct{}{}
-	waitFor(t, "b rejected with Envoy's error", func() bool {
-		c := cond(e.get(t, "b"), v1alpha1.IngressConditionNetworkConfigured)
-		return c != nil && c.Reason == rollout.ReasonEnvoyRejected && strings.Contains(c.Message, "duplicate domain")
-	})
+	waitFor(t, "b rejected with Envoy's error", e.rejectedByEnvoy(t, "b"))
 	// The status may be written from the NACK before the republish
 	// without b (they run on separate loops), so wait for the latter.
-	waitFor(t, "b out of the served state", func() bool { return !served(bRoutes) })
-	if !served(translator.IngressRoutes("ns", "a")) {
+	waitFor(t, "b out of the served state", func() bool { return !e.served(bRoutes) })
+	if !e.served(translator.IngressRoutes("ns", "a")) {
 		t.Error("a not served after b's NACK")
 	}
 	if !e.get(t, "a").IsReady() {
@@ -403,22 +430,12 @@ func TestNACKIsolated(t *testing.T) {
 // answers; no other Envoy event follows. The ingress must still be taken
 // out and marked rejected.
 func TestNACKBeforePublishRecorded(t *testing.T) {
-	e := start(t, []any{service("a")}, ingress("a", "a.example.com", "a", ours()))
-	waitFor(t, "a ready", func() bool { return e.get(t, "a").IsReady() })
-	full, _, _ := e.sink.state()
+	e := startHeld(t)
 	bRoutes := translator.IngressRoutes("ns", "b")
 	e.sink.mu.Lock()
-	e.sink.slow, e.sink.acked, e.sink.nackRoute = true, uint64(full), bRoutes
+	e.sink.nackRoute = bRoutes
 	e.sink.mu.Unlock()
-	if _, err := e.kn.NetworkingV1alpha1().Ingresses("ns").Create(context.Background(), ingress("b", "b.example.com", "a", ours()), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "b rejected with Envoy's error", func() bool {
-		c := cond(e.get(t, "b"), v1alpha1.IngressConditionNetworkConfigured)
-		return c != nil && c.Reason == rollout.ReasonEnvoyRejected && strings.Contains(c.Message, "duplicate domain")
-	})
-	waitFor(t, "b out of the served state", func() bool {
-		_, out, _ := e.sink.state()
-		return !slices.ContainsFunc(out.Routes, func(r *routev3.RouteConfiguration) bool { return r.Name == bRoutes })
-	})
+	e.createB(t)
+	waitFor(t, "b rejected with Envoy's error", e.rejectedByEnvoy(t, "b"))
+	waitFor(t, "b out of the served state", func() bool { return !e.served(bRoutes) })
 }
