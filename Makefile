@@ -54,7 +54,9 @@ e2e: build tools
 	SLUICE_E2E=1 $(GO) test -p 1 -count=1 -timeout 40m -v ./e2e/...
 
 # The long variants of the fault tests (docs/reliability.md): 10,000
-# create/update/delete cycles; not part of `make test`.
+# create/update/delete cycles; and WebSockets and gRPC streams through
+# Knative Services left silent for longer than Envoy's 5-minute stream
+# idle default (make test silences them for seconds). Not part of `make test`.
 # The fuzzer through the API server and Envoy for ten minutes (make test
 # runs it for 20 seconds).
 fuzz-e2e: build tools
@@ -62,6 +64,7 @@ fuzz-e2e: build tools
 
 e2e-long: build tools
 	SLUICE_E2E=1 SLUICE_E2E_CYCLES=10000 $(GO) test -p 1 -count=1 -timeout 60m -v -run 'TestNoGrowthOverCycles|TestAPIServerOutage' ./e2e/
+	SLUICE_E2E=1 SLUICE_E2E_QUIET=5m30s $(GO) test -p 1 -parallel 4 -count=1 -timeout 30m -v -run 'TestNoStreamIdleBound|TestQuietStreams' ./e2e/knative/
 
 # Knative's conformance suite, unmodified: 25 of 25 or it fails. The table
 # is printed and saved as JSON in e2e/results/.

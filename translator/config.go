@@ -20,9 +20,11 @@ type Config struct {
 	// too).
 	ListenAddress string
 
-	// StreamIdleTimeout and IdleTimeout bound idle streams and idle
-	// downstream connections; zero keeps Envoy's default. Routes never get a
-	// request timeout: the KIngress contract forbids one.
+	// StreamIdleTimeout bounds how long a stream may stay quiet; zero is no
+	// bound (not Envoy's 5 minutes, which cut WebSockets and gRPC streams).
+	// IdleTimeout bounds downstream connections without a stream; zero
+	// keeps Envoy's hour. Routes never get a request timeout: the KIngress
+	// contract forbids one.
 	StreamIdleTimeout time.Duration
 	IdleTimeout       time.Duration
 	// ConnectTimeout bounds upstream TCP connects.

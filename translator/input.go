@@ -239,6 +239,9 @@ func ConfigFromMapOver(c Config, data map[string]string) (Config, error) {
 			}
 			*ports[k] = uint32(n)
 		case durations[k] != nil:
+			if v == "" {
+				continue // no value: the default
+			}
 			d, err := time.ParseDuration(v)
 			if err != nil {
 				return c, fmt.Errorf("data.%s: %v", k, err)

@@ -135,9 +135,11 @@ func hcm(stat, scopes string, cfg *Config) *listenerv3.Filter {
 		m.ServerHeaderTransformation = serverHeaders[cfg.ServerHeader]
 	}
 	m.ServerName = cfg.ServerName
-	if cfg.StreamIdleTimeout > 0 {
-		m.StreamIdleTimeout = durationpb.New(cfg.StreamIdleTimeout)
-	}
+	// Zero turns the bound off: Envoy's own default (5 minutes) would
+	// reset a quiet WebSocket, gRPC stream or SSE response that Serving
+	// lets run for its revision's timeoutSeconds (up to 10 minutes by
+	// default).
+	m.StreamIdleTimeout = durationpb.New(cfg.StreamIdleTimeout)
 	if cfg.IdleTimeout > 0 {
 		m.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(cfg.IdleTimeout)}
 	}
