@@ -83,6 +83,31 @@ func TestHTTPRedirect(t *testing.T) {
 	}
 }
 
+// ACME HTTP-01 under Redirected, shaped as Serving merges it: the
+// challenge path is answered over plain HTTP by the solver, as the
+// KIngress says; the rest of the host, and other tokens, get the 301.
+func TestACMEChallengeUnderRedirect(t *testing.T) {
+	backend(t, "acme-app", 1)
+	backend(t, "acme-solver", 1)
+	host := "acme.sluice-e2e.example.com"
+	token := "/.well-known/acme-challenge/Xk9dQ2mTzLr0wVbN"
+	createIngress(t, "acme", v1alpha1.IngressSpec{
+		HTTPOption: v1alpha1.HTTPOptionRedirected,
+		Rules: []v1alpha1.IngressRule{ext(host,
+			httpPath(token, split("acme-solver", 100, nil)),
+			httpPath("", split("acme-app", 100, nil)))},
+	})
+	if code, e, _ := get(t, host, token, nil); code != http.StatusOK || e.Name != "acme-solver" || e.Path != token {
+		t.Errorf("GET %s over HTTP: %d from %q for %q, want 200 from the solver", token, code, e.Name, e.Path)
+	}
+	for _, path := range []string{"/", "/.well-known/acme-challenge/other"} {
+		code, _, h := get(t, host, path, nil)
+		if code != http.StatusMovedPermanently || h.Get("Location") != "https://"+host+path {
+			t.Errorf("GET %s over HTTP: %d Location %q, want 301 to https://%s%s", path, code, h.Get("Location"), host, path)
+		}
+	}
+}
+
 // No route timeout: a backend that takes 11 s before its headers succeeds.
 func TestNoTimeout(t *testing.T) {
 	t.Parallel()

@@ -25,9 +25,6 @@ const ExtAuthzCluster = "sluice-ext-authz"
 
 const extAuthzFilter = "envoy.filters.http.ext_authz"
 
-// acmePrefix is where ACME HTTP-01 challenges are answered.
-const acmePrefix = "/.well-known/acme-challenge/"
-
 // Protocols of the authorization service (Config.ExtAuthzProtocol).
 const (
 	ExtAuthzGRPC = "grpc"
@@ -79,7 +76,7 @@ func extAuthzRoute(cfg *Config, namespace, name, visibility, prefix string, prob
 		return nil
 	}
 	per := &extauthzv3.ExtAuthzPerRoute{}
-	if probe || strings.HasPrefix(prefix, acmePrefix) {
+	if probe || isChallenge(prefix) {
 		per.Override = &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true}
 	} else {
 		per.Override = &extauthzv3.ExtAuthzPerRoute_CheckSettings{CheckSettings: &extauthzv3.CheckSettings{

@@ -177,7 +177,8 @@ func translate(p *Piece, ing *v1alpha1.Ingress, lookup Lookup, cfg *Config) *Err
 	p.ExternalHosts, p.InternalHosts = sets.List(extHosts), sets.List(intHosts)
 
 	clusters := map[string]*clusterv3.Cluster{}
-	var vhosts []*routev3.VirtualHost
+	redirected := ing.Spec.HTTPOption == v1alpha1.HTTPOptionRedirected
+	var vhosts, challengeHosts []*routev3.VirtualHost
 	for i, rule := range ing.Spec.Rules {
 		routes := make([]*routev3.Route, 0, 2*len(rule.HTTP.Paths))
 		var probes []*routev3.Route
@@ -202,18 +203,37 @@ func translate(p *Piece, ing *v1alpha1.Ingress, lookup Lookup, cfg *Config) *Err
 			hosts[j] = strings.ToLower(h)
 		}
 		sort.Strings(hosts)
-		vhosts = append(vhosts, &routev3.VirtualHost{Name: fmt.Sprintf("%s/%s/r%d", ing.Namespace, ing.Name, i), Domains: hosts, Routes: routes})
+		vh := &routev3.VirtualHost{Name: fmt.Sprintf("%s/%s/r%d", ing.Namespace, ing.Name, i), Domains: hosts, Routes: routes}
+		vhosts = append(vhosts, vh)
+		if redirected && rule.Visibility == v1alpha1.IngressVisibilityExternalIP {
+			if ch := challengeHost(vh, cfg); ch != nil {
+				challengeHosts = append(challengeHosts, ch)
+			}
+		}
 	}
 	// One route configuration for every visibility: only external hosts
-	// have scopes on the external listeners.
+	// have scopes on the external listeners. Plain HTTP of a redirected
+	// ingress goes to the redirect, or to its challenge routes (acme.go).
 	routes := IngressRoutes(ing.Namespace, ing.Name)
-	plainRoutes := routes
-	if ing.Spec.HTTPOption == v1alpha1.HTTPOptionRedirected {
-		plainRoutes = RedirectRoutes
-	}
 	p.Routes = []*routev3.RouteConfiguration{withCORS(routeConfig(routes, vhosts), cfg)}
+	httpRoutes, challenged := HTTPRoutes(ing.Namespace, ing.Name), map[string]bool{}
+	if len(challengeHosts) > 0 {
+		p.Routes = append(p.Routes, withCORS(routeConfig(httpRoutes, challengeHosts), cfg))
+		for _, vh := range challengeHosts {
+			for _, h := range vh.Domains {
+				challenged[h] = true
+			}
+		}
+	}
 	for _, h := range p.ExternalHosts {
-		p.Scopes = append(p.Scopes, scope(ExternalHTTP, h, plainRoutes), scope(ExternalHTTPS, h, routes))
+		plain := routes
+		switch {
+		case challenged[h]:
+			plain = httpRoutes
+		case redirected:
+			plain = RedirectRoutes
+		}
+		p.Scopes = append(p.Scopes, scope(ExternalHTTP, h, plain), scope(ExternalHTTPS, h, routes))
 	}
 	for _, h := range p.InternalHosts {
 		p.Scopes = append(p.Scopes, scope(InternalRoutes, h, routes))

@@ -41,10 +41,14 @@ func IngressRoutes(namespace, name string) string {
 }
 
 // RoutesOwner is the key ("namespace/name") of the ingress whose route
-// configuration is named name, if it is one.
+// configuration (IngressRoutes or HTTPRoutes) is named name, if it is one.
 func RoutesOwner(name string) (string, bool) {
-	key, ok := strings.CutPrefix(name, ingressRoutesPrefix)
-	return key, ok && strings.Count(key, "/") == 1
+	for _, prefix := range []string{ingressRoutesPrefix, httpRoutesPrefix} {
+		if key, ok := strings.CutPrefix(name, prefix); ok {
+			return key, strings.Count(key, "/") == 1
+		}
+	}
+	return "", false
 }
 
 // ScopeName is the name and key of the scope of host on the listeners whose
@@ -100,7 +104,8 @@ end
 	}
 }
 
-func redirectRoutes(cfg *Config) *routev3.RouteConfiguration {
+// redirectRoute answers 301 to https for every path.
+func redirectRoute(cfg *Config) *routev3.Route {
 	r := &routev3.Route{
 		Name:  RedirectRoutes,
 		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
@@ -112,5 +117,9 @@ func redirectRoutes(cfg *Config) *routev3.RouteConfiguration {
 	if cfg.ExtAuthzAddress != "" {
 		extAuthzOff(r) // the redirect answers by itself
 	}
-	return routeConfig(RedirectRoutes, []*routev3.VirtualHost{{Name: RedirectRoutes, Domains: []string{"*"}, Routes: []*routev3.Route{r}}})
+	return r
+}
+
+func redirectRoutes(cfg *Config) *routev3.RouteConfiguration {
+	return routeConfig(RedirectRoutes, []*routev3.VirtualHost{{Name: RedirectRoutes, Domains: []string{"*"}, Routes: []*routev3.Route{redirectRoute(cfg)}}})
 }

@@ -41,7 +41,7 @@ type IngressOnEnvoy struct {
 }
 
 // ForIngress reads ing's own resources off every Envoy of f: its route
-// configuration (translator.IngressRoutes) and the scopes of its hosts on
+// configurations (translator.RouteNames) and the scopes of its hosts on
 // each listener (translator.ScopeName), which are what its readiness
 // waits for.
 func ForIngress(f Fleet, ing *v1alpha1.Ingress) Ingress {
@@ -62,7 +62,7 @@ func ForIngress(f Fleet, ing *v1alpha1.Ingress) Ingress {
 			hosts[strings.ToLower(h)] = true
 		}
 	}
-	routes := translator.IngressRoutes(ing.Namespace, ing.Name)
+	routes := translator.RouteNames(ing)
 	for _, e := range f.Envoys {
 		on := IngressOnEnvoy{Node: e.Node, Replica: e.Replica, State: Synced}
 		add := func(typeURL, short, name string) {
@@ -74,7 +74,9 @@ func ForIngress(f Fleet, ing *v1alpha1.Ingress) Ingress {
 			on.Resources = append(on.Resources, r)
 			on.State = worse(on.State, r.State)
 		}
-		add(resource.RouteType, "RDS", routes)
+		for _, name := range routes {
+			add(resource.RouteType, "RDS", name)
+		}
 		for _, name := range slices.Sorted(maps.Keys(e.resources[resource.ScopedRouteType])) {
 			if _, host, ok := strings.Cut(name, "/"); ok && hosts[host] {
 				add(resource.ScopedRouteType, "SRDS", name)
