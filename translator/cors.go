@@ -33,7 +33,7 @@ func corsHTTPFilter(cfg *Config) *hcmv3.HttpFilter {
 
 // corsPolicy is the per-filter config of a route configuration, nil when
 // off.
-func corsPolicy(cfg *Config) map[string]*anypb.Any {
+func corsPolicy(cfg *Config) *anypb.Any {
 	if len(cfg.CORSAllowOrigins) == 0 {
 		return nil
 	}
@@ -55,12 +55,14 @@ func corsPolicy(cfg *Config) map[string]*anypb.Any {
 		}
 		p.AllowOriginStringMatch = append(p.AllowOriginStringMatch, m)
 	}
-	return map[string]*anypb.Any{corsFilter: mustAny(p)}
+	return mustAny(p)
 }
 
 // withCORS puts the policy on a route configuration.
 func withCORS(rc *routev3.RouteConfiguration, cfg *Config) *routev3.RouteConfiguration {
-	rc.TypedPerFilterConfig = corsPolicy(cfg)
+	if p := corsPolicy(cfg); p != nil {
+		rc.TypedPerFilterConfig[corsFilter] = p
+	}
 	return rc
 }
 

@@ -117,14 +117,16 @@ func httpsListener(name string, port uint32, scopes string, entries []TLSEntry, 
 
 func hcm(stat, scopes string, cfg *Config) *listenerv3.Filter {
 	m := &hcmv3.HttpConnectionManager{
-		StatPrefix:       stat,
-		CodecType:        hcmv3.HttpConnectionManager_AUTO,
-		RouteSpecifier:   scopedRoutes(scopes),
-		HttpFilters:      httpFilters(scopes, cfg),
-		UpgradeConfigs:   []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
-		UseRemoteAddress: wrapperspb.Bool(true),
-		AccessLog:        accessLogs(cfg),
-		Tracing:          tracing(cfg),
+		StatPrefix:     stat,
+		CodecType:      hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: scopedRoutes(scopes),
+		HttpFilters:    httpFilters(scopes, cfg),
+		// The scope key, before the scope is chosen (scopekey.go).
+		EarlyHeaderMutationExtensions: []*corev3.TypedExtensionConfig{scopeKeyMutation(scopes)},
+		UpgradeConfigs:                []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
+		UseRemoteAddress:              wrapperspb.Bool(true),
+		AccessLog:                     accessLogs(cfg),
+		Tracing:                       tracing(cfg),
 	}
 	if cfg.TrustedHops > 0 {
 		// X-Forwarded-For entries added by this many proxies in front are
@@ -149,10 +151,10 @@ func hcm(stat, scopes string, cfg *Config) *listenerv3.Filter {
 	}
 }
 
-// httpFilters: the scope key first, CORS and authorization (if any), the
-// router.
+// httpFilters: the scope key of upper-case hosts first, CORS and
+// authorization (if any), the router.
 func httpFilters(scopes string, cfg *Config) []*hcmv3.HttpFilter {
-	out := []*hcmv3.HttpFilter{scopeFilter(scopes)}
+	out := []*hcmv3.HttpFilter{lowerCaseKey(scopes)}
 	if f := corsHTTPFilter(cfg); f != nil {
 		out = append(out, f)
 	}

@@ -1,13 +1,9 @@
 package translator
 
 import (
-	"fmt"
 	"strings"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	luav3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/lua/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 )
 
 // Routing is scoped (Envoy's SRDS) so that one ingress's change sends one
@@ -16,18 +12,12 @@ import (
 // scope per listener kind pointing at it: the scopes, not the route
 // configuration, say which hosts a listener serves, so the external
 // listeners never reach a cluster-local rule. A connection manager
-// picks the scope whose key equals its ScopeHeader; a Lua filter sets that
-// header from :authority, lower-cased and without the port, because scope
-// keys match exactly while hosts match in any letter case and with a port.
-// No scope: Envoy answers 404, as for an unknown host before.
+// picks the scope whose key is its scope set's name and the request's host,
+// lower-cased and without the port (scopekey.go says how). No scope: Envoy
+// answers 404, as for an unknown host before.
 //
 // Scopes are named by their key, so a host moving between ingresses is an
 // update of one scope, never two scopes with one key.
-
-// ScopeHeader carries the scope key from the Lua filter to the scope
-// lookup. Any value a client sends is replaced, and the header is removed
-// before the request goes upstream.
-const ScopeHeader = "x-sluice-scope"
 
 // RedirectRoutes is the route configuration of every redirected host on
 // plain HTTP: one virtual host that answers 301 to https.
@@ -64,43 +54,6 @@ func scope(scopes, host, routes string) *routev3.ScopedRouteConfiguration {
 		Key: &routev3.ScopedRouteConfiguration_Key{Fragments: []*routev3.ScopedRouteConfiguration_Key_Fragment{{
 			Type: &routev3.ScopedRouteConfiguration_Key_Fragment_StringKey{StringKey: key},
 		}}},
-	}
-}
-
-// scopedRoutes is the route specifier of a connection manager serving the
-// scopes named scopes.
-func scopedRoutes(scopes string) *hcmv3.HttpConnectionManager_ScopedRoutes {
-	return &hcmv3.HttpConnectionManager_ScopedRoutes{ScopedRoutes: &hcmv3.ScopedRoutes{
-		Name: scopes,
-		ScopeKeyBuilder: &hcmv3.ScopedRoutes_ScopeKeyBuilder{Fragments: []*hcmv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder{{
-			Type: &hcmv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder_HeaderValueExtractor_{
-				HeaderValueExtractor: &hcmv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder_HeaderValueExtractor{
-					Name:        ScopeHeader,
-					ExtractType: &hcmv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder_HeaderValueExtractor_Index{Index: 0},
-				},
-			},
-		}}},
-		RdsConfigSource: adsSource(),
-		ConfigSpecifier: &hcmv3.ScopedRoutes_ScopedRds{ScopedRds: &hcmv3.ScopedRds{
-			ScopedRdsConfigSource: adsSource(),
-		}},
-	}}
-}
-
-// scopeFilter sets ScopeHeader. Envoy selects the scope again when a
-// filter changes headers (the Lua filter clears the route cache), so the
-// first selection, made before the header exists, does not stick.
-func scopeFilter(scopes string) *hcmv3.HttpFilter {
-	src := fmt.Sprintf(`function envoy_on_request(h)
-  local host = h:headers():get(":authority") or ""
-  h:headers():replace(%q, %q .. string.lower(string.match(host, "^[^:]*")))
-end
-`, ScopeHeader, scopes+"/")
-	return &hcmv3.HttpFilter{
-		Name: "envoy.filters.http.lua",
-		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&luav3.Lua{
-			DefaultSourceCode: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: src}},
-		})},
 	}
 }
 

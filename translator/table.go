@@ -9,6 +9,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // Output is the full set of resources the gateway serves, sorted by name.
@@ -357,6 +358,8 @@ func routeConfig(name string, vhs []*routev3.VirtualHost) *routev3.RouteConfigur
 	return &routev3.RouteConfiguration{
 		Name:         name,
 		VirtualHosts: vhs,
+		// A request that found a route here needs no lower-cased key.
+		TypedPerFilterConfig: map[string]*anypb.Any{scopeKeyFilter: skipScopeKey},
 		// The scope key is ours, not the backend's.
 		RequestHeadersToRemove: []string{ScopeHeader},
 		// gRPC clients send :authority with a port.

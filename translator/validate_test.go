@@ -254,8 +254,11 @@ func envoyRules(res *Result) []error {
 						bad("listener %s: scope key fragment without extract_type", l.Name)
 					}
 				}
-				if f := m.GetHttpFilters(); len(f) < 2 || f[0].GetName() != "envoy.filters.http.lua" {
-					bad("listener %s: the scope key filter does not come first", l.Name)
+				if e := m.GetEarlyHeaderMutationExtensions(); len(e) != 1 || e[0].GetName() != "envoy.http.early_header_mutation.header_mutation" {
+					bad("listener %s: the scope key is not set by an early header mutation", l.Name)
+				}
+				if f := m.GetHttpFilters(); len(f) < 2 || f[0].GetName() != scopeKeyFilter {
+					bad("listener %s: the lower-case scope key filter does not come first", l.Name)
 				}
 			}
 		}
