@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 UNIT_PKGS := ./translator/... ./xds/... ./internal/... ./cmd/...
 
-.PHONY: all build test unit e2e e2e-long fuzz-e2e conformance serving-conformance serving-conformance-ci bench bench-scale bench-scale-ci fmt vet lint tools serving envoy up up-chart down demo clean manifest image
+.PHONY: all build test unit e2e e2e-long fuzz-e2e conformance serving-conformance serving-conformance-ci bench bench-scale bench-scale-ci bench-dataplane bench-dataplane-variants bench-dataplane-ci fmt vet lint tools serving envoy up up-chart down demo clean manifest image
 IMAGE ?= sluice:$(VERSION)
 
 all: build
@@ -18,9 +18,9 @@ build:
 # Every test: unit, then end to end on the local real stack (with Knative
 # Serving in the loop), then Knative's own ingress conformance suite (25
 # tests, alpha and beta too) and the subset of Serving's own e2e suite that
-# passes here reliably; and the scale benchmark at a small N, to prove it
-# runs.
-test: lint unit e2e conformance serving-conformance-ci bench-scale-ci
+# passes here reliably; and the scale and data-plane benchmarks at a small
+# N, to prove they run.
+test: lint unit e2e conformance serving-conformance-ci bench-scale-ci bench-dataplane-ci
 
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
@@ -99,6 +99,23 @@ bench-scale: build tools
 
 bench-scale-ci: build tools
 	$(GO) run ./e2e/cmd/bench-scale -n 100 -creates 5 -updates 3
+
+# What one request costs in the Envoy a build configures, beside the same
+# Envoy holding a plain virtual-host configuration of the same routes, same
+# rounds (e2e/cmd/bench-scale/dataplane.go): requests/s, p50/p99 and Envoy
+# CPU per request for a host Envoy answers itself and one with a real
+# backend. `make bench-dataplane N=1000 BINS="before=/tmp/old after=bin/sluice"`.
+ROUNDS ?= 6
+bench-dataplane: build tools
+	$(GO) run ./e2e/cmd/bench-scale -dataplane 8s -rounds $(ROUNDS) -n $(N) $(foreach b,$(BINS),-bin $(b))
+
+# Where a request's cost goes: Envoy's instructions per request (callgrind)
+# for variants of the listener's configuration, static, no stack.
+bench-dataplane-variants: build tools
+	$(GO) run ./e2e/cmd/bench-scale -variants 10s -n $(N)
+
+bench-dataplane-ci: build tools
+	$(GO) run ./e2e/cmd/bench-scale -dataplane 2s -rounds 1 -n 100
 
 # The stack with Knative Serving in the background (KUBECONFIG and gateway
 # addresses are printed); `go run ./e2e/cmd/stack up` for the bare one.

@@ -19,6 +19,10 @@
 //   - P3: cold start, controller and Envoys new, to a sample of hosts served;
 //   - P4: controller RSS once settled; P5: Envoy heap per KIngress.
 //
+// With -dataplane D it measures requests through one Envoy instead
+// (dataplane.go); with -variants D, Envoy's instructions per request for
+// variants of the listener's configuration (variants.go).
+//
 // Figures are printed, never asserted: the machine is shared and noisy.
 package main
 
@@ -74,14 +78,35 @@ func main() {
 	sample := flag.Int("sample", 50, "hosts probed for the cold start")
 	prime := flag.Bool("prime", true, "before measuring, run the first build until every KIngress is Ready, so no run pays for writing every status")
 	profile := flag.Duration("profile", 0, "if set, save CPU profiles of the controller's first this long and of the changes to e2e/results/")
+	var dp dpOptions
+	flag.DurationVar(&dp.Round, "dataplane", 0, "if set, measure the data plane instead of changes (dataplane.go): rounds this long")
+	flag.IntVar(&dp.Rounds, "rounds", 6, "data-plane rounds per build")
+	flag.IntVar(&dp.Clients, "clients", 16, "data-plane keep-alive clients")
+	window := flag.Duration("variants", 0, "if set, count Envoy's instructions per request for variants of the listener's configuration instead, each this long (variants.go; no stack)")
 	var bins binFlag
 	flag.Var(&bins, "bin", "name=path[,VAR=value...] of a sluice build and its environment (repeat to compare; default current=bin/sluice)")
 	flag.Parse()
 	if len(bins) == 0 {
 		bins = binFlag{"current=bin/sluice"}
 	}
+	if *window > 0 {
+		root, err := stack.FindRoot()
+		check(err)
+		check(runVariants(root, bins, *n, *window))
+		return
+	}
+	if *window > 0 {
+		root, err := stack.FindRoot()
+		check(err)
+		check(runVariants(root, bins, *n, *window))
+		return
+	}
 	ctx := context.Background()
-	st, err := stack.Start(ctx, stack.Options{SkipSluice: true, SkipPods: true, Envoys: 2, Controllers: 1})
+	envoys := 2
+	if dp.Round > 0 {
+		envoys, *creates = 1, 0 // one Envoy takes the load
+	}
+	st, err := stack.Start(ctx, stack.Options{SkipSluice: true, SkipPods: true, Envoys: envoys, Controllers: 1})
 	check(err)
 	defer st.Stop()
 	cfg := *st.RESTConfig
@@ -92,6 +117,9 @@ func main() {
 	start := time.Now()
 	check(populate(ctx, kube, kn, *n, *creates))
 	fmt.Printf("created %d KIngresses and %d Services in %s\n", *n, 2*(*n+*creates), time.Since(start).Round(time.Second))
+	if dp.Round > 0 {
+		check(setupDataplane(ctx, st, kube, kn))
+	}
 
 	if *prime {
 		first := parseBin(bins[0], st.Options().Root, *n)
@@ -102,6 +130,10 @@ func main() {
 		fmt.Printf("primed: %d KIngresses Ready in %s (%s)\n", *n, time.Since(t).Round(time.Second), first.Bin)
 	}
 
+	if dp.Round > 0 {
+		check(runDataplane(ctx, st, bins, *n, dp))
+		return
+	}
 	var runs []run
 	for _, b := range bins {
 		r := parseBin(b, st.Options().Root, *n)
