@@ -164,11 +164,16 @@ func wsExchange(host string, silence time.Duration) error {
 		}
 		return nil
 	}
-	if err := echo("before"); err != nil {
+	return quietly(silence, echo)
+}
+
+// quietly exchanges a message, stays silent, and exchanges another.
+func quietly(silence time.Duration, exchange func(msg string) error) error {
+	if err := exchange("before"); err != nil {
 		return fmt.Errorf("first message: %w", err)
 	}
 	time.Sleep(silence)
-	if err := echo("after"); err != nil {
+	if err := exchange("after"); err != nil {
 		return fmt.Errorf("message after the silence: %w", err)
 	}
 	return nil
@@ -206,12 +211,8 @@ func grpcExchange(host string, silence time.Duration) error {
 		}
 		return nil
 	}
-	if err := pingOnce("before"); err != nil {
-		return fmt.Errorf("first ping: %w", err)
-	}
-	time.Sleep(silence)
-	if err := pingOnce("after"); err != nil {
-		return fmt.Errorf("ping after the silence: %w", err)
+	if err := quietly(silence, pingOnce); err != nil {
+		return err
 	}
 	return stream.CloseSend()
 }

@@ -6,11 +6,12 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -96,7 +97,7 @@ func translateStatic(n int, backendIP string) (*static, error) {
 		inline.RouteConfigurationName, inline.RouteConfiguration = "", rc
 		s.scopes = append(s.scopes, inline)
 		for _, vh := range rc.GetVirtualHosts() {
-			if vh.Domains[0] != "*" && !contains(vh.Domains, host) {
+			if vh.Domains[0] != "*" && !slices.Contains(vh.Domains, host) {
 				continue
 			}
 			key := rc.Name + " " + vh.Name
@@ -110,7 +111,7 @@ func translateStatic(n int, backendIP string) (*static, error) {
 		}
 	}
 	s.plain = &routev3.RouteConfiguration{Name: "plain", IgnorePortInHostMatching: true, MostSpecificHeaderMutationsWins: true}
-	for _, k := range sortedKeys(vhosts) {
+	for _, k := range slices.Sorted(maps.Keys(vhosts)) {
 		s.plain.VirtualHosts = append(s.plain.VirtualHosts, vhosts[k])
 	}
 
@@ -247,22 +248,4 @@ func (e *envoyProc) stop() {
 	if e.log != nil {
 		e.log.Close()
 	}
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

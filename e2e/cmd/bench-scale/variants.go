@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -250,7 +251,7 @@ func countInstructions(e *envoyProc, dir, host string, want int, window time.Dur
 	}
 	after, _ := filepath.Glob(filepath.Join(dir, e.Name+".cg*"))
 	for _, f := range after {
-		if contains(before, f) {
+		if slices.Contains(before, f) {
 			continue
 		}
 		b, err := os.ReadFile(f)
