@@ -251,7 +251,7 @@ func (r *containerRunner) runOnce(ctx context.Context) attempt {
 	defer logf.Close()
 	fmt.Fprintf(logf, "=== %s sluice kubelet: starting %q in netns %s as uid %d\n", time.Now().UTC().Format(time.RFC3339), argv, r.netns, uid)
 
-	cmd := exec.Command("ip", append([]string{"netns", "exec", r.netns}, sb.argv(argv)...)...)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", r.netns}, sb.containerArgv(argv)...)...)
 	cmd.Env = env
 	cmd.Dir = "/"
 	if wd := r.spec.WorkingDir; wd != "" {
@@ -262,10 +262,17 @@ func (r *containerRunner) runOnce(ctx context.Context) attempt {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Own process group, so stopping reaches children too; and die with us.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	sandboxed, signal, err := os.Pipe()
+	if err != nil {
 		return r.waiting("RunContainerError", err)
 	}
-	startedAt := time.Now()
+	defer sandboxed.Close()
+	cmd.ExtraFiles = []*os.File{signal} // startedFD
+	err = cmd.Start()
+	signal.Close()
+	if err != nil {
+		return r.waiting("RunContainerError", err)
+	}
 	pid := cmd.Process.Pid
 	if cg != nil {
 		// `ip netns exec`, the script and the process are one pid: it
@@ -274,12 +281,19 @@ func (r *containerRunner) runOnce(ctx context.Context) attempt {
 			r.log.Warn("entering the container's cgroups", zap.Error(err))
 		}
 	}
-	r.log.Info("container started", zap.Int("pid", pid), zap.Strings("argv", argv))
 	exited := make(chan struct{})
 	go func() {
 		_ = cmd.Wait()
 		close(exited)
 	}()
+	// Running (and Ready, without a readiness probe) once the sandbox is
+	// built and the process is being exec'd, as a runtime reports it.
+	_ = sandboxed.SetReadDeadline(time.Now().Add(2 * time.Minute))
+	if _, err := sandboxed.Read(make([]byte, 1)); err != nil {
+		r.log.Warn("the sandbox did not say it was built", zap.Error(err))
+	}
+	startedAt := time.Now()
+	r.log.Info("container started", zap.Int("pid", pid), zap.Strings("argv", argv))
 
 	pr := &prober{podIP: r.podIP, netns: r.netns, container: r.spec, env: env,
 		execArgv: func(c []string) ([]string, error) {

@@ -84,7 +84,19 @@ func containerUser(pod *corev1.Pod, c *corev1.Container, hostExecutable bool) (u
 
 // argv wraps argv so that it runs in the sandbox: unshare gives it a UTS
 // namespace (and execs, keeping the pid), the script does the rest.
-func (s sandbox) argv(argv []string) []string {
+func (s sandbox) argv(argv []string) []string { return s.script(argv, false) }
+
+// startedFD is where a container's sandbox script says it is built, just
+// before it execs the container's process: a runtime reports a container
+// started then, not when it begins to build the sandbox, which takes a
+// few dozen commands (seconds on a loaded machine).
+const startedFD = 3
+
+// containerArgv is argv for the container's own process: as argv, and the
+// script writes a byte to startedFD before the exec.
+func (s sandbox) containerArgv(argv []string) []string { return s.script(argv, true) }
+
+func (s sandbox) script(argv []string, signal bool) []string {
 	var b strings.Builder
 	line := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	line("set -e")
@@ -134,6 +146,9 @@ func (s sandbox) argv(argv []string) []string {
 		line(": > %s", shellQuote(ep))
 		line("mount --bind %s %s", shellQuote(s.bin), shellQuote(ep))
 		argv = append([]string{ep}, argv[1:]...)
+	}
+	if signal {
+		line("echo >&%d; exec %d>&-", startedFD, startedFD)
 	}
 	if s.uid >= 0 {
 		groups := "--clear-groups"

@@ -43,7 +43,7 @@ func TestSandboxArgv(t *testing.T) {
 	sb := sandbox{mounts: []bindMount{{src: "/v/a b", dst: "/etc/cfg", readOnly: true}}, bin: "/bin/images/runtime", uid: 2020, gid: 0,
 		cgroups: []cgroupView{{at: "memory", fstype: "cgroup", options: "memory", rel: "/x/pod-c"}}}
 	sb.hostname = "web-1"
-	got := sb.argv([]string{"/bin/images/runtime", "it's"})[2:] // after unshare --uts
+	got := sb.containerArgv([]string{"/bin/images/runtime", "it's"})[2:] // after unshare --uts
 	if got[0] != "/bin/sh" || got[1] != "-c" || got[3] != "sh" || got[4] != "/ko-app/runtime" || got[5] != "it's" {
 		t.Fatalf("argv %q", got)
 	}
@@ -53,11 +53,15 @@ func TestSandboxArgv(t *testing.T) {
 		"mount --bind '/bin/images/runtime' '/ko-app/runtime'",
 		"mknod -m 666 /dev/null c 1 3",
 		"hostname 'web-1'",
-		`exec setpriv --reuid=2020 --regid=0 --clear-groups -- "$@"`,
+		"echo >&3; exec 3>&-\nexec setpriv --reuid=2020 --regid=0 --clear-groups -- \"$@\"",
 	} {
 		if !strings.Contains(got[2], want) {
 			t.Errorf("script lacks %q:\n%s", want, got[2])
 		}
+	}
+	// Probes and hooks run the same sandbox without the started signal.
+	if probe := sb.argv([]string{"/bin/images/runtime"})[4]; strings.Contains(probe, ">&3") {
+		t.Errorf("a probe's script signals startedFD:\n%s", probe)
 	}
 	// A host executable as root: run as is, no /ko-app.
 	got = sandbox{bin: "/bin/false", uid: -1}.argv([]string{"/usr/bin/true"})[2:]
