@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -103,7 +104,7 @@ func (s *Stack) startGateway(ctx context.Context) error {
 // startEnvoy runs an Envoy with admin port EnvoyAdmin+i whose bootstrap
 // lists the given controller replicas, in that order, and waits until it
 // is ready.
-func (s *Stack) startEnvoy(ctx context.Context, name string, i int, replicas []int) (*proc, error) {
+func (s *Stack) startEnvoy(ctx context.Context, name string, i int, replicas []int, extra ...string) (*proc, error) {
 	p := s.opts.Ports
 	var xdsAddrs []string
 	for _, j := range replicas {
@@ -115,7 +116,7 @@ func (s *Stack) startEnvoy(ctx context.Context, name string, i int, replicas []i
 		"--node-id", name,
 		"--node-cluster", ExternalGWName,
 		"--admin-address", hostPort("127.0.0.1", p.EnvoyAdmin+i),
-	}, s.opts.BootstrapArgs...)
+	}, append(slices.Clone(s.opts.BootstrapArgs), extra...)...)
 	if s.opts.XDSTLS {
 		f := s.XDSTLSFiles("xds-client")
 		args = append(args, "--xds-tls-cert", f.Cert, "--xds-tls-key", f.Key, "--xds-tls-ca", f.CA, "--xds-tls-sds-dir", s.path())
@@ -157,11 +158,17 @@ func (s *Stack) startEnvoy(ctx context.Context, name string, i int, replicas []i
 // replicas (to pin it to one, say), and returns its admin address and a
 // function that stops it. It shares the listener ports of the others.
 func (s *Stack) StartEnvoy(ctx context.Context, name string, replicas ...int) (admin string, stop func(), err error) {
+	return s.StartEnvoyWith(ctx, name, nil, replicas...)
+}
+
+// StartEnvoyWith is StartEnvoy with more `sluice bootstrap` flags for this
+// Envoy (--max-heap-bytes=...).
+func (s *Stack) StartEnvoyWith(ctx context.Context, name string, bootstrapArgs []string, replicas ...int) (admin string, stop func(), err error) {
 	s.mu.Lock()
 	i := s.envoys
 	s.envoys++
 	s.mu.Unlock()
-	pr, err := s.startEnvoy(ctx, name, i, replicas)
+	pr, err := s.startEnvoy(ctx, name, i, replicas, bootstrapArgs...)
 	if err != nil {
 		return "", nil, err
 	}

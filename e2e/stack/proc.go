@@ -66,6 +66,12 @@ func (s *Stack) startProcEnv(name, bin string, env []string, args ...string) (*p
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	p := &proc{name: name, bin: bin, args: args, cmd: cmd, log: log, done: make(chan struct{}), pidf: s.path("pids", name)}
+	if err := s.limit(name, cmd.Process.Pid); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		log.Close()
+		return nil, fmt.Errorf("memory limit of %s: %w", name, err)
+	}
 	if err := writePidFile(p.pidf, cmd.Process.Pid); err != nil {
 		s.logf("warning: %v", err)
 	}

@@ -109,6 +109,9 @@ type Options struct {
 	BootstrapArgs []string
 	// SluiceEnv is added to the controllers' environment (GOMEMLIMIT=...).
 	SluiceEnv []string
+	// MemoryLimits bounds the memory of the stack's own processes by kind
+	// ("sluice", "envoy") in bytes, in a cgroup each (limits.go).
+	MemoryLimits map[string]int64
 	// Images maps pod image names to executables for the pod runner; nil
 	// builds the Knative conformance test images into BinDir/images.
 	Images map[string]string
@@ -139,6 +142,7 @@ type Stack struct {
 	mu     sync.Mutex
 	procs  []*proc
 	envoys int                // Envoys started, StartEnvoy's too: the next one's admin port
+	limits memLimits          // MemoryLimits' cgroups
 	cancel context.CancelFunc // stops node heartbeats and the pod runner
 	bg     sync.WaitGroup
 	bgErr  chan error // a background part (pod runner, a process) failed
@@ -328,6 +332,7 @@ func (s *Stack) Stop() error {
 	}
 	s.bg.Wait()
 	s.procs = nil
+	s.limits.close()
 	if err := s.removePodNetns(); err != nil {
 		errs = append(errs, err)
 	}

@@ -34,8 +34,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -62,6 +64,7 @@ type run struct {
 	ControllerCPUms float64   `json:"controller_cpu_ms_cold_start"`
 	EnvoyHeap       []int64   `json:"envoy_heap_bytes"`
 	ControllerHeap  int64     `json:"controller_heap_inuse_bytes"`
+	Memory          memory    `json:"memory"`
 	Env             []string  `json:"env,omitempty"`
 }
 
@@ -82,6 +85,7 @@ func main() {
 	flag.DurationVar(&dp.Round, "dataplane", 0, "if set, measure the data plane instead of changes (dataplane.go): rounds this long")
 	flag.IntVar(&dp.Rounds, "rounds", 6, "data-plane rounds per build")
 	flag.IntVar(&dp.Clients, "clients", 16, "data-plane keep-alive clients")
+	limits := flag.String("limits", "chart", "memory limits of the controller and Envoys: chart (the chart's default resources.limits, and GOMEMLIMIT as the chart sets it) or none")
 	window := flag.Duration("variants", 0, "if set, count Envoy's instructions per request for variants of the listener's configuration instead, each this long (variants.go; no stack)")
 	var bins binFlag
 	flag.Var(&bins, "bin", "name=path[,VAR=value...] of a sluice build and its environment (repeat to compare; default current=bin/sluice)")
@@ -106,7 +110,15 @@ func main() {
 	if dp.Round > 0 {
 		envoys, *creates = 1, 0 // one Envoy takes the load
 	}
-	st, err := stack.Start(ctx, stack.Options{SkipSluice: true, SkipPods: true, Envoys: envoys, Controllers: 1})
+	var lim bounds
+	if *limits == "chart" && dp.Round == 0 {
+		root, err := stack.FindRoot()
+		check(err)
+		lim, err = chartBounds(root)
+		check(err)
+		fmt.Printf("the chart's memory limits: controller %d MiB (and GOMEMLIMIT), each Envoy %d MiB\n", lim["sluice"]>>20, lim["envoy"]>>20)
+	}
+	st, err := stack.Start(ctx, stack.Options{SkipSluice: true, SkipPods: true, Envoys: envoys, Controllers: 1, MemoryLimits: lim})
 	check(err)
 	defer st.Stop()
 	cfg := *st.RESTConfig
@@ -124,7 +136,7 @@ func main() {
 	if *prime {
 		first := parseBin(bins[0], st.Options().Root, *n)
 		t := time.Now()
-		check(st.StartGateway(ctx, first.Bin, first.Env...))
+		check(st.StartGateway(ctx, first.Bin, append(first.Env, lim.env()...)...))
 		check(waitAllReady(ctx, kn, *n))
 		st.StopGateway()
 		fmt.Printf("primed: %d KIngresses Ready in %s (%s)\n", *n, time.Since(t).Round(time.Second), first.Bin)
@@ -140,7 +152,12 @@ func main() {
 		if *profile > 0 {
 			go saveProfile(st, filepath.Join(st.Options().Root, "e2e", "results", fmt.Sprintf("bench-scale-%d-%s-cold.pprof", *n, r.Name)), *profile)
 		}
+		r.Env = append(r.Env, lim.env()...)
 		check(measure(ctx, st, kn, &r, *n, *creates, *updates, *sample, *profile > 0))
+		r.Memory = readMemory(st, lim, envoys)
+		if r.Memory.OOMKills > 0 {
+			check(fmt.Errorf("%s: %d processes killed for their memory limit", r.Name, r.Memory.OOMKills))
+		}
 		runs = append(runs, r)
 		st.StopGateway()
 	}
@@ -333,10 +350,14 @@ func waitServed(host, addr string, timeout time.Duration) (time.Time, error) {
 		req.Host = host
 		now := time.Now()
 		resp, err := probe.Do(req)
+		var body []byte
 		if err == nil {
+			body, _ = io.ReadAll(resp.Body)
 			resp.Body.Close()
 		}
-		if err == nil && resp.StatusCode == http.StatusServiceUnavailable {
+		// Envoy's own answer for a served route without endpoints; an
+		// overloaded Envoy's 503 says "envoy overloaded".
+		if err == nil && resp.StatusCode == http.StatusServiceUnavailable && string(body) == "no healthy upstream" {
 			if run == 0 {
 				first = now
 			}
@@ -387,13 +408,43 @@ func envoyStat(st *stack.Stack, i int, name string) float64 {
 	return v
 }
 
-func rss(pid int) int64 {
+type stat struct {
+	name string
+	v    float64
+}
+
+// envoyStats returns Envoy i's stats whose names match re.
+func envoyStats(st *stack.Stack, i int, re string) []stat {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/stats?filter=%s", st.Options().Ports.EnvoyAdmin+i, url.QueryEscape(re)))
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out []stat
+	for _, line := range strings.Split(string(b), "\n") {
+		name, v, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err == nil {
+			out = append(out, stat{name, f})
+		}
+	}
+	return out
+}
+
+func rss(pid int) int64 { return procStatus(pid, "VmRSS:") }
+
+// procStatus reads a size in /proc/pid/status (VmRSS:, VmHWM:) in bytes.
+func procStatus(pid int, key string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return -1
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == key {
 			var kb int64
 			fmt.Sscan(f[1], &kb)
 			return kb << 10

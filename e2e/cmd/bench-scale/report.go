@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -58,7 +59,33 @@ func report(runs []run) {
 		}
 		return fmt.Sprintf("%.0f KiB", h/float64(max(len(r.EnvoyHeap), 1))/float64(r.N)/1024)
 	})
+	if len(r0(runs).Memory.Limits) == 0 {
+		return
+	}
+	mib := func(b int64) string { return fmt.Sprintf("%d MiB", b>>20) }
+	row("controller peak RSS / cgroup peak / limit", func(r run) string {
+		return mib(r.Memory.PeakRSS["sluice-0"]) + " / " + mib(r.Memory.Peak["sluice-0"]) + " / " + mib(r.Memory.Limits["sluice"])
+	})
+	row("Envoy allocated / heap size", func(r run) string {
+		return mib(slices.Max(r.EnvoyHeap)) + " / " + mib(slices.Max(r.Memory.EnvoyHeapSize))
+	})
+	row("Envoy peak RSS / cgroup peak / limit", func(r run) string {
+		return mib(max(r.Memory.PeakRSS["envoy-0"], r.Memory.PeakRSS["envoy-1"])) + " / " +
+			mib(max(r.Memory.Peak["envoy-0"], r.Memory.Peak["envoy-1"])) + " / " + mib(r.Memory.Limits["envoy"])
+	})
+	row("Envoy heap pressure (of --max-heap-bytes)", func(r run) string {
+		return fmt.Sprintf("%.0f %%", 100*slices.Max(r.Memory.EnvoyPressure))
+	})
+	row("overload actions in effect", func(r run) string {
+		if len(r.Memory.OverloadActive) == 0 {
+			return "none"
+		}
+		return strings.Join(r.Memory.OverloadActive, ", ")
+	})
+	row("processes killed for memory", func(r run) string { return fmt.Sprint(r.Memory.OOMKills) })
 }
+
+func r0(runs []run) run { return runs[0] }
 
 func names(runs []run) string {
 	var s []string
