@@ -304,7 +304,7 @@ func checkBootstrap(t *testing.T, got string, sds map[string]string, vals chartV
 		vals.or("controller.clusterDomain", "cluster.local"), vals.or("controller.xdsPort", "18000")))
 	args := []string{"bootstrap", "--xds-address", xds, "--node-id", "replaced", "--node-cluster", nodeCluster,
 		"--admin-address", "127.0.0.1:" + adminPort,
-		"--max-connections", vals.or("gateway.maxConnections", "50000"), "--max-heap-bytes", vals.or("gateway.maxHeapBytes", "858993459")}
+		"--max-connections", vals.or("gateway.maxConnections", "50000"), "--max-heap-bytes", vals.or("gateway.maxHeapBytes", "2684354560")}
 	if vals["gateway.sotw"] == "true" {
 		args = append(args, "--sotw")
 	}
@@ -333,6 +333,14 @@ func checkBootstrap(t *testing.T, got string, sds map[string]string, vals chartV
 		t.Errorf("the chart's bootstrap has no node.id")
 	}
 	g["node"].(map[string]any)["id"] = "replaced"
+	// The report sink names the Envoy by the bootstrap's node id too.
+	for _, sink := range g["stats_sinks"].([]any) {
+		for _, d := range dig(sink, "typed_config", "resource_detectors").([]any) {
+			if attrs, ok := dig(d, "typed_config", "attributes").(map[string]any); ok {
+				attrs["sluice.bootstrap.node"] = "replaced"
+			}
+		}
+	}
 	if !reflect.DeepEqual(g, w) {
 		gj, _ := json.MarshalIndent(g, "", " ")
 		wj, _ := json.MarshalIndent(w, "", " ")
@@ -417,4 +425,16 @@ func checkXDSTLS(t *testing.T, objs chart, vals chartValues, ctrl, gw *unstructu
 	if _, err := certs[1].Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		t.Errorf("the Envoys' certificate: %v", err)
 	}
+}
+
+// dig follows keys through nested maps, nil where one is missing.
+func dig(v any, keys ...string) any {
+	for _, k := range keys {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -88,14 +89,19 @@ func TestStatusCommand(t *testing.T) {
 			return nil
 		})
 	}
-	table, err := sluiceStatus(t, "--server", xdsAddr(1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Envoys report their heap every 5 s, to either replica.
+	var table string
+	eventually(t, 30*time.Second, "envoy-0's heap in the table", func() (err error) {
+		if table, err = sluiceStatus(t, "--server", xdsAddr(1)); err == nil && !strings.Contains(table, "%") {
+			err = fmt.Errorf("no heap pressure:\n%s", table)
+		}
+		return err
+	})
 	t.Logf("sluice status:\n%s", table)
 	lines := strings.Split(strings.TrimSpace(table), "\n")
-	if len(lines) < 3 || strings.Join(strings.Fields(lines[0]), " ") != "ENVOY REPLICA LDS SRDS RDS CDS EDS SDS" ||
-		!strings.HasPrefix(lines[1], "envoy-0 ") || !strings.HasPrefix(lines[2], "envoy-1 ") || !strings.Contains(lines[1], "SYNCED (") {
+	if len(lines) < 3 || strings.Join(strings.Fields(lines[0]), " ") != "ENVOY REPLICA HEAP LDS SRDS RDS CDS EDS SDS" ||
+		!strings.HasPrefix(lines[1], "envoy-0 ") || !strings.HasPrefix(lines[2], "envoy-1 ") || !strings.Contains(lines[1], "SYNCED (") ||
+		!regexp.MustCompile(`^envoy-0 +sluice-[01] +[0-9]+% `).MatchString(lines[1]) {
 		t.Errorf("table:\n%s", table)
 	}
 

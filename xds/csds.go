@@ -67,7 +67,11 @@ func (s *Server) clientStatus(req *statusv3.ClientStatusRequest) *statusv3.Clien
 		if !matchNode(req.GetNodeMatchers(), n.ID) {
 			continue
 		}
-		cc := &statusv3.ClientConfig{Node: withMetadata(n.node, map[string]string{ReplicaKey: s.opts.Replica})}
+		md := map[string]string{ReplicaKey: s.opts.Replica}
+		if m, ok := s.memory.get(n.ID); ok {
+			maps.Copy(md, m.metadata())
+		}
+		cc := &statusv3.ClientConfig{Node: withMetadata(n.node, md)}
 		for _, typeURL := range slices.Sorted(maps.Keys(n.Types)) {
 			ts := n.Types[typeURL]
 			names := map[string]bool{}

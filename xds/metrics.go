@@ -13,6 +13,9 @@ type metrics struct {
 	connected prometheus.Gauge
 	resources *prometheus.GaugeVec
 	bytes     *prometheus.GaugeVec
+	// What Envoys report (memory.go), per Envoy.
+	heapPressure    *prometheus.GaugeVec
+	overloadActions *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -35,9 +38,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		bytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sluice_xds_resource_bytes", Help: "Serialized size of the resources served, by type.",
 		}, []string{"type"}),
+		heapPressure: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_envoy_heap_pressure", Help: "Each Envoy's heap in use over its heap bound (--max-heap-bytes), as it last reported; its overload actions start at 0.8.",
+		}, []string{"envoy"}),
+		overloadActions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_envoy_overload_action", Help: "Overload actions in effect in each Envoy, as it last reported, by their scale (0-1].",
+		}, []string{"envoy", "action"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.pushes, m.acks, m.nacks, m.connected, m.resources, m.bytes)
+		reg.MustRegister(m.pushes, m.acks, m.nacks, m.connected, m.resources, m.bytes, m.heapPressure, m.overloadActions)
 	}
 	return m
 }

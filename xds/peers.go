@@ -30,8 +30,11 @@ type Peers struct {
 
 	mu    sync.Mutex
 	nodes map[string]map[string]map[string]string // node id -> type -> name -> acked version
-	nacks []Rejection
-	conns map[string]*grpc.ClientConn
+	// refusing: node id -> the overload actions by which it turns traffic
+	// away, as its replica heard it (memory.go)
+	refusing map[string]string
+	nacks    []Rejection
+	conns    map[string]*grpc.ClientConn
 	// onChange and self are set by the Server: onChange wakes readiness
 	// checks, self is this replica's name, sent with every request.
 	onChange func()
@@ -73,6 +76,7 @@ func (p *Peers) Run(ctx context.Context) {
 
 func (p *Peers) poll(ctx context.Context) {
 	next := map[string]map[string]map[string]string{}
+	refusing := map[string]string{}
 	var nacks []Rejection
 	for _, a := range p.fetch(ctx, &statusv3.ClientStatusRequest{ExcludeResourceContents: true}, time.Second) {
 		if a.err != nil {
@@ -83,6 +87,9 @@ func (p *Peers) poll(ctx context.Context) {
 			id := cc.GetNode().GetId()
 			if id == "" {
 				continue
+			}
+			if why := cc.GetNode().GetMetadata().GetFields()[RefusingKey].GetStringValue(); why != "" {
+				refusing[id] = why
 			}
 			types := map[string]map[string]string{}
 			for _, g := range cc.GetGenericXdsConfigs() {
@@ -105,8 +112,8 @@ func (p *Peers) poll(ctx context.Context) {
 	changed := !maps.EqualFunc(p.nodes, next, func(a, b map[string]map[string]string) bool {
 		return maps.EqualFunc(a, b, func(x, y map[string]string) bool { return maps.Equal(x, y) })
 	})
-	changed = changed || !slices.Equal(p.nacks, nacks)
-	p.nodes, p.nacks = next, nacks
+	changed = changed || !slices.Equal(p.nacks, nacks) || !maps.Equal(p.refusing, refusing)
+	p.nodes, p.nacks, p.refusing = next, nacks, refusing
 	notify := p.onChange
 	p.mu.Unlock()
 	if changed && notify != nil {
@@ -202,6 +209,12 @@ func (p *Peers) views() map[string]*nodeView {
 		out[id] = v
 	}
 	return out
+}
+
+func (p *Peers) refusingOf(node string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refusing[node]
 }
 
 // Nacks lists the standing rejections the peers reported last.

@@ -47,7 +47,30 @@ func (s *Server) Synced(gen uint64) (synced, behind []string) {
 		}
 	}
 	s.mu.Unlock()
-	return s.tracker.synced(rounds, s.peerViews())
+	synced, behind = s.tracker.synced(rounds, s.peerViews())
+	return s.serving(synced), s.serving(behind)
+}
+
+// serving leaves out the Envoys that turn traffic away under their
+// overload manager (memory.go): they serve nothing, so they neither make
+// an ingress Ready nor hold every ingress back.
+func (s *Server) serving(ids []string) []string {
+	return slices.DeleteFunc(ids, func(id string) bool { return s.Refusing(id) != "" })
+}
+
+// Refusing says why an Envoy, ours or a peer's, turns traffic away under
+// its overload manager, as it last reported; "" if it does not.
+func (s *Server) Refusing(node string) string {
+	if why := s.memory.refusingOf(node); why != "" {
+		return why
+	}
+	s.mu.Lock()
+	peers := s.peers
+	s.mu.Unlock()
+	if peers == nil {
+		return ""
+	}
+	return peers.refusingOf(node)
 }
 
 // peerViews are the Envoys of the other replicas, nil without peers.
@@ -74,7 +97,7 @@ func (s *Server) Behind(refs []Ref) []string {
 		rs[i] = ref{typeURL: r.TypeURL, name: r.Name, version: r.Version}
 	}
 	_, behind := s.tracker.synced([][]ref{rs}, s.peerViews())
-	return behind
+	return s.serving(behind)
 }
 
 // SetPeers makes Synced also count the Envoys of the other replicas that

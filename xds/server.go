@@ -28,6 +28,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+
+	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 )
 
 // Options configure a Server. The zero value is usable.
@@ -59,6 +61,7 @@ type Server struct {
 	caches  map[string]*deltaCache
 	gate    *gate
 	tracker *tracker
+	memory  *memoryReports
 	xds     serverv3.Server
 	health  *health.Server
 
@@ -128,6 +131,8 @@ func New(log *zap.Logger, opts Options) *Server {
 	}
 	s.gate = newGate(mux)
 	s.tracker = newTracker(s.m)
+	s.memory = newMemoryReports(s.m, s.tracker.notify)
+	go s.memory.run(s.ctx)
 	s.xds = serverv3.NewServer(s.ctx, s.gate, s.callbacks(), sotw.WithOrderedADS(), sotw.WithLogger(cpLog))
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	go s.run()
@@ -189,6 +194,7 @@ func (s *Server) Register(g *grpc.Server) {
 	routeservice.RegisterRouteDiscoveryServiceServer(g, s.xds)
 	secretservice.RegisterSecretDiscoveryServiceServer(g, s.xds)
 	statusv3.RegisterClientStatusDiscoveryServiceServer(g, &csds{s: s})
+	colmetricspb.RegisterMetricsServiceServer(g, s.memory)
 	healthpb.RegisterHealthServer(g, s.health)
 	reflection.Register(g)
 }

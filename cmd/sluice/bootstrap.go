@@ -19,7 +19,7 @@ func runBootstrap(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.AdminAddress, "admin-address", "127.0.0.1:9901", "host:port of Envoy's admin interface")
 	fs.BoolVar(&o.SotW, "sotw", false, "use state-of-the-world ADS instead of delta")
 	fs.Uint64Var(&o.MaxConnections, "max-connections", 50000, "downstream connections Envoy holds at most; from 80% of it idle ones are closed sooner (0: no bound; needs --max-heap-bytes)")
-	fs.Uint64Var(&o.MaxHeapBytes, "max-heap-bytes", 858993459, "Envoy's heap bound: near it Envoy returns memory, then refuses new requests with 503; keep it below the container's memory limit (0: no bound)")
+	fs.Uint64Var(&o.MaxHeapBytes, "max-heap-bytes", 2684354560, "Envoy's heap bound (the chart: 5/6 of the container's memory limit): from 80% idle connections are shed, from 90% the streams buffering the most are reset; it never refuses requests (0: no bound)")
 	fs.StringVar(&o.TLS.Cert, "xds-tls-cert", "", "PEM client certificate Envoy presents to Sluice; with --xds-tls-key and --xds-tls-ca, xDS is mutual TLS")
 	fs.StringVar(&o.TLS.Key, "xds-tls-key", "", "PEM key of --xds-tls-cert")
 	fs.StringVar(&o.TLS.CA, "xds-tls-ca", "", "PEM CA that signs Sluice's server certificate, whose names must include the xDS address's host")

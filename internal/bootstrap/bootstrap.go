@@ -98,6 +98,10 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 	if err != nil {
 		return nil, err
 	}
+	sinks, err := reportSink(o.NodeID)
+	if err != nil {
+		return nil, err
+	}
 	tlsSocket, err := xdsTLS(o.TLS, hosts)
 	if err != nil {
 		return nil, err
@@ -107,9 +111,11 @@ func Build(o Options) (*bootstrapv3.Bootstrap, error) {
 		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
 	}
 	return &bootstrapv3.Bootstrap{
-		Node:            &corev3.Node{Id: o.NodeID, Cluster: o.NodeCluster},
-		Admin:           &bootstrapv3.Admin{Address: socket(ahost, aport)},
-		OverloadManager: om,
+		Node:               &corev3.Node{Id: o.NodeID, Cluster: o.NodeCluster},
+		Admin:              &bootstrapv3.Admin{Address: socket(ahost, aport)},
+		OverloadManager:    om,
+		StatsSinks:         sinks,
+		StatsFlushInterval: durationpb.New(ReportInterval),
 		// A cluster's traffic stats are made when first used: most
 		// revisions of a Knative fleet sit idle or at zero, and every
 		// revision is a cluster.

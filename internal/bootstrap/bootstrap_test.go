@@ -90,6 +90,15 @@ func TestOverload(t *testing.T) {
 		if r := om.Actions[0]; r.Name != "envoy.overload_actions.reduce_timeouts" || len(r.Triggers) != c.monitors {
 			t.Errorf("%+v: first action %s with %d triggers", c, r.Name, len(r.Triggers))
 		}
+		// Heap pressure never turns traffic away (overload.go).
+		for _, a := range om.Actions {
+			if strings.Contains(a.Name, "stop_accepting") || strings.Contains(a.Name, "reject_incoming") {
+				t.Errorf("%+v: action %s refuses traffic", c, a.Name)
+			}
+		}
+		if c.heap > 0 && om.GetBufferFactoryConfig().GetMinimumAccountToTrackPowerOfTwo() != 21 {
+			t.Errorf("%+v: reset_high_memory_stream without streams tracked from 1 MiB: %v", c, om.GetBufferFactoryConfig())
+		}
 	}
 	o := base
 	o.MaxConnections = 1000

@@ -12,12 +12,23 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
-// Envoy's overload manager, so that a flood cannot take the gateway down:
-// past MaxConnections Envoy refuses new downstream connections, and from
-// 80% of it (or of MaxHeapBytes) idle connections are closed sooner, down
-// to after idleFloor at 95%, which sheds a flood of idle connections and
-// makes room for clients that send requests. Near MaxHeapBytes Envoy
-// returns memory to the system, then answers new requests with 503.
+// Envoy's overload manager, so that a flood cannot take the gateway down,
+// and growth of configuration cannot either. Past MaxConnections Envoy
+// refuses new downstream connections, and from 80% of it (or of
+// MaxHeapBytes) idle connections are closed sooner, down to after
+// idleFloor at 95%, which sheds a flood of idle connections and makes room
+// for clients that send requests. Near MaxHeapBytes Envoy returns free
+// memory to the system, and from 90% resets the streams that buffer the
+// most (1 MiB or more; more of them as pressure rises): what a request can
+// make Envoy hold.
+//
+// Nothing refuses requests for heap: most of an Envoy's heap is its
+// configuration, the same on every Envoy of the fleet, so a heap-triggered
+// refusal (stop_accepting_requests) flips the whole fleet from serving
+// everything to serving nothing at once, and frees none of it. The
+// container's memory limit is the last guard; Sluice hears every Envoy's
+// pressure (report.go) and says so well before (sluice status, metrics,
+// the chart's alert).
 
 const (
 	connsMonitor = "envoy.resource_monitors.global_downstream_max_connections"
@@ -61,7 +72,12 @@ func overload(o Options) (*overloadv3.OverloadManager, error) {
 		}
 		m.Actions = append(m.Actions,
 			&overloadv3.OverloadAction{Name: "envoy.overload_actions.shrink_heap", Triggers: threshold(0.95)},
-			&overloadv3.OverloadAction{Name: "envoy.overload_actions.stop_accepting_requests", Triggers: threshold(0.98)})
+			&overloadv3.OverloadAction{Name: "envoy.overload_actions.reset_high_memory_stream", Triggers: []*overloadv3.Trigger{{
+				Name: heapMonitor, TriggerOneof: &overloadv3.Trigger_Scaled{Scaled: &overloadv3.ScaledTrigger{ScalingThreshold: 0.9, SaturationThreshold: 0.98}},
+			}}})
+		// Streams are tracked from 2^(n-1) bytes buffered in Envoy 1.40's
+		// code (its documentation says 2^n): 21 tracks from 1 MiB.
+		m.BufferFactoryConfig = &overloadv3.BufferFactoryConfig{MinimumAccountToTrackPowerOfTwo: 21}
 	}
 	timers, err := anypb.New(&overloadv3.ScaleTimersOverloadActionConfig{TimerScaleFactors: []*overloadv3.ScaleTimersOverloadActionConfig_ScaleTimer{{
 		Timer:          overloadv3.ScaleTimersOverloadActionConfig_HTTP_DOWNSTREAM_CONNECTION_IDLE,

@@ -36,6 +36,7 @@ type IngressOnEnvoy struct {
 	Node      string     `json:"node"`
 	Replica   string     `json:"replica"`
 	Serving   bool       `json:"serving"`
+	Refusing  string     `json:"refusing,omitempty"` // see Envoy.Refusing
 	State     string     `json:"state"`
 	Resources []Resource `json:"resources"`
 }
@@ -64,7 +65,7 @@ func ForIngress(f Fleet, ing *v1alpha1.Ingress) Ingress {
 	}
 	routes := translator.RouteNames(ing)
 	for _, e := range f.Envoys {
-		on := IngressOnEnvoy{Node: e.Node, Replica: e.Replica, State: Synced}
+		on := IngressOnEnvoy{Node: e.Node, Replica: e.Replica, State: Synced, Refusing: e.Refusing}
 		add := func(typeURL, short, name string) {
 			r, ok := e.resources[typeURL][name]
 			if !ok {
@@ -82,7 +83,7 @@ func ForIngress(f Fleet, ing *v1alpha1.Ingress) Ingress {
 				add(resource.ScopedRouteType, "SRDS", name)
 			}
 		}
-		on.Serving = on.State == Synced
+		on.Serving = on.State == Synced && e.Refusing == ""
 		out.Envoys = append(out.Envoys, on)
 	}
 	return out

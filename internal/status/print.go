@@ -44,14 +44,14 @@ func Write(w io.Writer, v any, format string) error {
 }
 
 func writeFleet(w io.Writer, f Fleet) {
-	head := []string{"ENVOY", "REPLICA"}
+	head := []string{"ENVOY", "REPLICA", "HEAP"}
 	for _, t := range Types {
 		head = append(head, t.Short)
 	}
 	fmt.Fprintln(w, strings.Join(head, "\t"))
 	var rejected []string
 	for _, e := range f.Envoys {
-		row := []string{e.Node, e.Replica}
+		row := []string{e.Node, e.Replica, heap(e)}
 		for _, t := range e.Types {
 			row = append(row, cell(t))
 			for _, r := range t.Rejected {
@@ -68,6 +68,19 @@ func writeFleet(w io.Writer, f Fleet) {
 		fmt.Fprintln(w, strings.Join(rejected, "\n"))
 	}
 	writeUnreachable(w, f.Unreachable)
+}
+
+// heap is an Envoy's heap pressure, and what its overload manager does
+// about it that concerns traffic.
+func heap(e Envoy) string {
+	s := "-"
+	if e.HeapPressure != nil {
+		s = fmt.Sprintf("%.0f%%", 100**e.HeapPressure)
+	}
+	if e.Refusing != "" {
+		s += " REFUSING (" + e.Refusing + ")"
+	}
+	return s
 }
 
 // cell is one type on one Envoy: its state, and how many are not synced.
@@ -100,7 +113,11 @@ func writeIngress(w io.Writer, in Ingress) {
 			}
 			rs = append(rs, s)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", e.Node, e.Replica, yesNo(e.Serving), strings.Join(rs, ", "))
+		serving := yesNo(e.Serving)
+		if e.Refusing != "" {
+			serving = "no: refusing (" + e.Refusing + ")"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", e.Node, e.Replica, serving, strings.Join(rs, ", "))
 	}
 	if len(in.Envoys) == 0 {
 		fmt.Fprintln(w, "(no Envoy connected)")

@@ -7,6 +7,7 @@ package status
 import (
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
@@ -53,9 +54,14 @@ type Unreachable struct {
 
 // Envoy is one connected Envoy.
 type Envoy struct {
-	Node    string     `json:"node"`
-	Replica string     `json:"replica"`
-	Types   []TypeSync `json:"types"`
+	Node    string `json:"node"`
+	Replica string `json:"replica"`
+	// HeapPressure is the Envoy's heap over its bound as it last reported
+	// (nil: no report); Refusing names the overload actions by which it
+	// turns traffic away, which leave it out of readiness.
+	HeapPressure *float64   `json:"heapPressure,omitempty"`
+	Refusing     string     `json:"refusing,omitempty"`
+	Types        []TypeSync `json:"types"`
 	// resources by type URL and name, for ForIngress.
 	resources map[string]map[string]Resource
 }
@@ -101,7 +107,12 @@ func FromCSDS(answers ...*statusv3.ClientStatusResponse) Fleet {
 				continue
 			}
 			seen[id] = true
-			f.Envoys = append(f.Envoys, envoy(id, replica, cc.GetGenericXdsConfigs()))
+			e := envoy(id, replica, cc.GetGenericXdsConfigs())
+			if v, err := strconv.ParseFloat(meta[xds.PressureKey].GetStringValue(), 64); err == nil {
+				e.HeapPressure = &v
+			}
+			e.Refusing = meta[xds.RefusingKey].GetStringValue()
+			f.Envoys = append(f.Envoys, e)
 		}
 	}
 	slices.SortFunc(f.Envoys, func(a, b Envoy) int { return strings.Compare(a.Node, b.Node) })

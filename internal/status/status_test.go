@@ -21,8 +21,8 @@ import (
 
 func node(id, replica string, extra ...string) *core.Node {
 	f := map[string]any{xds.ReplicaKey: replica}
-	if len(extra) == 2 {
-		f[extra[0]] = extra[1]
+	for i := 0; i+1 < len(extra); i += 2 {
+		f[extra[i]] = extra[i+1]
 	}
 	md, _ := structpb.NewStruct(f)
 	return &core.Node{Id: id, Metadata: md}
@@ -48,14 +48,14 @@ const (
 
 func answer() *statusv3.ClientStatusResponse {
 	return &statusv3.ClientStatusResponse{Config: []*statusv3.ClientConfig{
-		{Node: node("envoy-1", "sluice-1"), GenericXdsConfigs: []*statusv3.ClientConfig_GenericXdsConfig{
+		{Node: node("envoy-1", "sluice-1", xds.PressureKey, "0.970", xds.RefusingKey, "stop_accepting_requests"), GenericXdsConfigs: []*statusv3.ClientConfig_GenericXdsConfig{
 			res(resource.ListenerType, "external-http", acked, synced, ""),
 			res(resource.RouteType, "ingress/demo/hello", acked, stale, ""),
 			res(resource.RouteType, "ingress/demo/bad", nacked, errSt, "route: duplicate\n  name"),
 			res(resource.ScopedRouteType, "external-http/hello.demo.example.com", acked, synced, ""),
 			res(resource.ClusterType, "demo/hello:80", asked, unsent, ""),
 		}},
-		{Node: node("envoy-0", "sluice-0"), GenericXdsConfigs: []*statusv3.ClientConfig_GenericXdsConfig{
+		{Node: node("envoy-0", "sluice-0", xds.PressureKey, "0.420", xds.RefusingKey, ""), GenericXdsConfigs: []*statusv3.ClientConfig_GenericXdsConfig{
 			res(resource.ListenerType, "external-http", acked, synced, ""),
 			res(resource.RouteType, "ingress/demo/hello", acked, synced, ""),
 			res(resource.ScopedRouteType, "external-http/hello.demo.example.com", acked, synced, ""),
@@ -88,9 +88,9 @@ func TestFleet(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"ENVOY    REPLICA   LDS         SRDS        RDS                    CDS                    EDS  SDS\n",
-		"envoy-0  sluice-0  SYNCED (1)  SYNCED (2)  SYNCED (1)             -                      -    -\n",
-		"envoy-1  sluice-1  SYNCED (1)  SYNCED (1)  REJECTED (0/2 synced)  NOT SENT (0/1 synced)  -    -\n",
+		"ENVOY    REPLICA   HEAP                                    LDS         SRDS        RDS                    CDS                    EDS  SDS\n",
+		"envoy-0  sluice-0  42%                                     SYNCED (1)  SYNCED (2)  SYNCED (1)             -                      -    -\n",
+		"envoy-1  sluice-1  97% REFUSING (stop_accepting_requests)  SYNCED (1)  SYNCED (1)  REJECTED (0/2 synced)  NOT SENT (0/1 synced)  -    -\n",
 		"envoy-1      RDS   ingress/demo/bad  route: duplicate name",
 		"unreachable replica 10.0.0.9:18000: connection refused",
 	} {
@@ -132,10 +132,16 @@ func TestForIngress(t *testing.T) {
 	b.Reset()
 	_ = Write(&b, in, "table")
 	for _, want := range []string{"demo/hello  3           2         Unknown  Pending", "message: envoy-1 behind", "generation 3 is not Ready yet: the status is of generation 2",
-		"envoy-1  sluice-1  no       RDS ingress/demo/hello STALE, SRDS external-http/hello.demo.example.com SYNCED"} {
+		"envoy-1  sluice-1  no: refusing (stop_accepting_requests)  RDS ingress/demo/hello STALE, SRDS external-http/hello.demo.example.com SYNCED"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
+	}
+	// An Envoy that holds everything but refuses requests does not serve.
+	refusing := answer()
+	refusing.Config[1].Node = node("envoy-0", "sluice-0", xds.RefusingKey, "reject_incoming_connections")
+	if in := ForIngress(FromCSDS(refusing), ing); in.Envoys[0].State != Synced || in.Envoys[0].Serving {
+		t.Errorf("a refusing Envoy holding the ingress: %+v", in.Envoys[0])
 	}
 	gone := ForIngress(FromCSDS(&statusv3.ClientStatusResponse{Config: answer().Config[:1]}), &v1alpha1.Ingress{ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "new"}})
 	if gone.Envoys[0].State != Missing || gone.Ready != "Unknown" {

@@ -92,3 +92,26 @@ app.kubernetes.io/component: gateway
 {{- fail "xdsTLS.certManager.issuerRef.name is required with xdsTLS.source=cert-manager" -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Envoy's heap bound in bytes: gateway.maxHeapBytes, or when it is empty 5/6
+of the container's memory limit (what `sluice bootstrap` assumes for its
+default: 2.5 GiB of 3 GiB), 0 without a limit.
+*/}}
+{{- define "sluice.gateway.maxHeapBytes" -}}
+{{- $g := .Values.gateway -}}
+{{- if not (kindIs "invalid" $g.maxHeapBytes) -}}
+{{- $g.maxHeapBytes | int64 -}}
+{{- else -}}
+{{- $q := toString (dig "resources" "limits" "memory" "" $g) -}}
+{{- if not $q -}}0{{- else -}}
+{{- $num := regexFind "^[0-9]+(\\.[0-9]+)?" $q -}}
+{{- $unit := trimPrefix $num $q -}}
+{{- $units := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 -}}
+{{- if or (not $num) (not (hasKey $units $unit)) -}}
+{{- fail (printf "gateway.resources.limits.memory: %q is not a quantity this chart reads (a number with k, M, G, T, Ki, Mi, Gi or Ti); set gateway.maxHeapBytes" $q) -}}
+{{- end -}}
+{{- div (mul (mulf $num (get $units $unit) | int64) 5) 6 -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
