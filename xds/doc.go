@@ -65,7 +65,14 @@
 // (envoy.service.status.v3.ClientStatusDiscoveryService) serves it over
 // gRPC. Disconnected nodes are dropped.
 //
+// Memory reports. The server also takes the OpenTelemetry metrics export
+// (opentelemetry.proto.collector.metrics.v1.MetricsService) by which each
+// Envoy reports its heap and overload actions every 5 s (memory.go). CSDS
+// carries them in the node's metadata, Synced and Behind leave out Envoys
+// whose overload manager turns traffic away, and Refusing says why.
+//
 // Metrics: sluice_xds_pushes_total, sluice_xds_acks_total,
 // sluice_xds_nacks_total (by type), sluice_xds_connected_envoys,
-// sluice_xds_resources and sluice_xds_resource_bytes (by type).
+// sluice_xds_resources and sluice_xds_resource_bytes (by type);
+// sluice_envoy_heap_pressure and sluice_envoy_overload_action (by Envoy).
 package xds

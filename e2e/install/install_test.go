@@ -187,7 +187,7 @@ func TestInstallFromREADME(t *testing.T) {
 	// sluice status, from the chart's controllers, named the Envoy pod
 	// (its node id is its pod name) as SYNCED and serving the ingress.
 	for _, e := range envoys {
-		fleet := regexp.MustCompile(`(?m)^` + e + ` +` + release + `-controller-\S+ +SYNCED`)
+		fleet := regexp.MustCompile(`(?m)^` + e + ` +` + release + `-controller-\S+ +[0-9]+% +SYNCED`)
 		serving := regexp.MustCompile(`(?m)^` + e + ` +` + release + `-controller-\S+ +yes +RDS ingress/default/hello SYNCED`)
 		if !fleet.MatchString(out) || !serving.MatchString(out) {
 			t.Errorf("sluice status does not show %s SYNCED and serving default/hello:\n%s", e, out)
