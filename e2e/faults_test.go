@@ -97,8 +97,17 @@ func TestAPIServerOutage(t *testing.T) {
 	steadily(t, 10*time.Second, "the new host served", func() error { return ok(client(st.External.HTTP), "http://"+host2+"/") })
 	// Something new after the outage: the controllers' informers come back
 	// each on its own backoff (client-go's, up to 30 s), so a new Service's
-	// endpoints may reach Envoy later than its ingress does.
-	backend(t, "after-outage", 1) // waits for its endpoints in the API
+	// endpoints may reach Envoy later than its ingress does. The stack's
+	// own pod runner and kube-controller-manager relist on the same backoff,
+	// jittered up to twice that (the pod runner saw a pod created 50 s
+	// late, and a CI run found no endpoints after 90 s): their time is not
+	// Sluice's, so the endpoints get three minutes to be in the API, and
+	// what is measured starts there.
+	service(t, "after-outage", workload.HTTPPort())
+	pod(t, "after-outage-0", "after-outage", workload.BackendImage, map[string]string{"NAME": "after-outage"})
+	if err := workload.WaitEndpoints(context.Background(), kube, ns, "after-outage", 1, 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	withEndpoints := time.Now()
 	host3 := "after-outage.sluice-e2e.example.com"
 	createIngress(t, "after-outage", v1alpha1.IngressSpec{Rules: []v1alpha1.IngressRule{ext(host3, httpPath("", split("after-outage", 100, nil)))}})
