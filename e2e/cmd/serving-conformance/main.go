@@ -15,6 +15,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -198,15 +199,28 @@ func runPackage(st *stack.Stack, servingDir, bin string, p pkg, filter string, p
 		"--resolvabledomain=false",
 		"--enable-alpha", "--enable-beta",
 	}
+	env := append(os.Environ(),
+		"GATEWAY_OVERRIDE="+stack.ExternalGWName, "GATEWAY_NAMESPACE_OVERRIDE="+stack.SystemNS,
+		"SYSTEM_NAMESPACE="+stack.SystemNS)
+	testBin := filepath.Join(bin, filepath.Base(p.name)+".test")
+	// What must report: the binary's own list for the same filter.
+	list := exec.Command(testBin, append(slices.Clone(args), "-test.list="+cmp.Or(filter, "."))...)
+	list.Dir, list.Env = filepath.Join(servingDir, p.name), env
+	listOut, err := list.Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s -test.list: %v", p.name, err)
+	}
+	listed := listedTests(string(listOut))
+	if len(listed) == 0 {
+		return nil, fmt.Errorf("%s lists no test for %q", p.name, filter)
+	}
 	if filter != "" {
 		args = append(args, "-test.run="+filter)
 	}
-	fmt.Printf("\n==> %s %s\n", p.name, filter)
-	cmd := exec.Command("go", append([]string{"tool", "test2json", "-t", "-p", p.name, filepath.Join(bin, filepath.Base(p.name)+".test")}, args...)...)
+	fmt.Printf("\n==> %s %s (%d tests)\n", p.name, filter, len(listed))
+	cmd := exec.Command("go", append([]string{"tool", "test2json", "-t", "-p", p.name, testBin}, args...)...)
 	cmd.Dir = filepath.Join(servingDir, p.name)
-	cmd.Env = append(os.Environ(),
-		"GATEWAY_OVERRIDE="+stack.ExternalGWName, "GATEWAY_NAMESPACE_OVERRIDE="+stack.SystemNS,
-		"SYSTEM_NAMESPACE="+stack.SystemNS)
+	cmd.Env = env
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -225,9 +239,50 @@ func runPackage(st *stack.Stack, servingDir, bin string, p pkg, filter string, p
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	rs := collect(stdout, p.name, raw)
-	_ = cmd.Wait() // a failing test exits non-zero; the results say which
-	return rs, nil
+	rs, pkgFailed := collect(stdout, p.name, raw)
+	return closeOut(p.name, listed, rs, pkgFailed, cmd.Wait()), nil
+}
+
+// listedTests reads -test.list's output: a test name a line.
+func listedTests(out string) []string {
+	var names []string
+	for _, l := range strings.Split(out, "\n") {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "Test") && !strings.ContainsAny(l, " \t:") {
+			names = append(names, l)
+		}
+	}
+	return names
+}
+
+// closeOut fails closed: a listed test without a result (the binary
+// crashed, hung until its timeout, or stopped before it), and a package
+// that failed or a binary that exited non-zero with no failed test to say
+// why, each become a failure no gap explains.
+func closeOut(pkgName string, listed []string, rs []result, pkgFailed bool, exit error) []result {
+	got := map[string]bool{}
+	failedTest := false
+	for _, r := range rs {
+		got[r.Test] = true
+		failedTest = failedTest || r.Result == "FAIL"
+	}
+	why := "the test binary ended without reporting it"
+	if exit != nil {
+		why += " (" + exit.Error() + ")"
+	}
+	for _, name := range listed {
+		if !got[name] {
+			rs = append(rs, result{Package: pkgName, Test: name, Result: "FAIL", Reason: why})
+			failedTest = true
+		}
+	}
+	if (pkgFailed || exit != nil) && !failedTest {
+		reason := "the package failed with every test passed"
+		if exit != nil {
+			reason += ": " + exit.Error()
+		}
+		rs = append(rs, result{Package: pkgName, Test: "(package)", Result: "FAIL", Reason: reason})
+	}
+	return rs
 }
 
 // event is one line of test2json.
@@ -241,9 +296,8 @@ type event struct {
 // collect reads test2json events: the result of each top-level test, with
 // a skip's message or a failure's last output lines. The output goes to
 // raw; each result is printed as it comes, a failure with its last lines.
-func collect(r io.Reader, pkgName string, raw io.Writer) []result {
+func collect(r io.Reader, pkgName string, raw io.Writer) (rs []result, pkgFailed bool) {
 	out := map[string][]string{}
-	var rs []result
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 4<<20)
 	for sc.Scan() {
@@ -261,6 +315,9 @@ func collect(r io.Reader, pkgName string, raw io.Writer) []result {
 				}
 			}
 			continue
+		}
+		if e.Test == "" && e.Action == "fail" {
+			pkgFailed = true
 		}
 		if e.Test == "" || strings.Contains(e.Test, "/") {
 			continue
@@ -282,7 +339,7 @@ func collect(r io.Reader, pkgName string, raw io.Writer) []result {
 			rs = append(rs, res)
 		}
 	}
-	return rs
+	return rs, pkgFailed
 }
 
 // skipReason is the last line a skipped test printed (its t.Skip message).

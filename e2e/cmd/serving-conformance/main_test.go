@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"io"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -23,5 +26,50 @@ func TestPrintTableRepeatsUnexplainedFailures(t *testing.T) {
 	}
 	if strings.Contains(out, "explained reason") || strings.Contains(out, "TestHelloWorld failed") {
 		t.Errorf("an explained failure or a pass is repeated:\n%s", out)
+	}
+}
+
+// The harness fails closed: a binary that crashes before any test, a
+// package that fails with every test passed, and a listed test that never
+// reports each leave a failure no gap explains; a clean run leaves none.
+func TestCloseOut(t *testing.T) {
+	ev := func(action, test string) string {
+		return `{"Action":"` + action + `","Package":"test/e2e","Test":"` + test + `","Output":"x\n"}` + "\n"
+	}
+	exit1 := errors.New("exit status 1")
+	for _, c := range []struct {
+		name   string
+		stream string
+		exit   error
+		fail   []string // tests expected as unexplained failures
+	}{
+		{"clean", ev("run", "TestA") + ev("pass", "TestA") + ev("run", "TestB") + ev("skip", "TestB") + ev("pass", ""), nil, nil},
+		{"crash before any test", ev("output", "") + ev("fail", ""), exit1, []string{"TestA", "TestB"}},
+		{"unknown flag", "flag provided but not defined: -foo\n", errors.New("exit status 2"), []string{"TestA", "TestB"}},
+		{"package failure", ev("pass", "TestA") + ev("pass", "TestB") + ev("fail", ""), exit1, []string{"(package)"}},
+		{"non-zero exit, nothing failed", ev("pass", "TestA") + ev("pass", "TestB") + ev("pass", ""), exit1, []string{"(package)"}},
+		{"missing test", ev("pass", "TestA") + ev("pass", ""), nil, []string{"TestB"}},
+		{"hung until the timeout", ev("pass", "TestA") + ev("run", "TestB") + ev("output", "") + ev("fail", ""), exit1, []string{"TestB"}},
+		{"a failed test explains the exit", ev("pass", "TestA") + ev("fail", "TestB") + ev("fail", ""), exit1, []string{"TestB"}},
+	} {
+		rs, pkgFailed := collect(strings.NewReader(c.stream), "test/e2e", io.Discard)
+		rs = closeOut("test/e2e", []string{"TestA", "TestB"}, rs, pkgFailed, c.exit)
+		judge(rs)
+		var failed []string
+		for _, r := range rs {
+			if r.Result == "FAIL" && r.Gap == "" {
+				failed = append(failed, r.Test)
+			}
+		}
+		if !slices.Equal(failed, c.fail) {
+			t.Errorf("%s: unexplained failures %v, want %v (%+v)", c.name, failed, c.fail, rs)
+		}
+	}
+}
+
+func TestListedTests(t *testing.T) {
+	out := "TestHelloWorld\nTestGRPCUnaryPing\n{\"level\":\"info\",\"msg\":\"a log line\"}\nok  \ttest/e2e\t0.01s\n"
+	if got := listedTests(out); !slices.Equal(got, []string{"TestHelloWorld", "TestGRPCUnaryPing"}) {
+		t.Errorf("listedTests = %v", got)
 	}
 }
