@@ -15,12 +15,13 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/sluice ./cmd/sluice
 	$(GO) build -tags sluicetesting -ldflags "$(LDFLAGS)" -o bin/sluice-testing ./cmd/sluice
 
-# Every test: unit, then end to end on the local real stack (with Knative
-# Serving in the loop), then Knative's own ingress conformance suite (25
+# Every test: the tools first (unit tests run a real Envoy), unit, then
+# end to end on the local real stack (with Knative Serving in the loop),
+# then Knative's own ingress conformance suite (25
 # tests, alpha and beta too) and the subset of Serving's own e2e suite that
 # passes here reliably; and the scale and data-plane benchmarks at a small
 # N, to prove they run.
-test: lint unit e2e conformance serving-conformance-ci bench-scale-ci bench-dataplane-ci
+test: lint tools unit e2e conformance serving-conformance-ci bench-scale-ci bench-dataplane-ci
 
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)

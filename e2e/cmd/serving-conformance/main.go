@@ -239,7 +239,7 @@ func runPackage(st *stack.Stack, servingDir, bin string, p pkg, filter string, p
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	rs, pkgFailed := collect(stdout, p.name, raw)
+	rs, pkgFailed := collect(stdout, p.name, raw, os.Stdout)
 	return closeOut(p.name, listed, rs, pkgFailed, cmd.Wait()), nil
 }
 
@@ -295,8 +295,9 @@ type event struct {
 
 // collect reads test2json events: the result of each top-level test, with
 // a skip's message or a failure's last output lines. The output goes to
-// raw; each result is printed as it comes, a failure with its last lines.
-func collect(r io.Reader, pkgName string, raw io.Writer) (rs []result, pkgFailed bool) {
+// raw; each result is printed to progress as it comes, a failure with its
+// last lines.
+func collect(r io.Reader, pkgName string, raw, progress io.Writer) (rs []result, pkgFailed bool) {
 	out := map[string][]string{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 4<<20)
@@ -332,9 +333,9 @@ func collect(r io.Reader, pkgName string, raw io.Writer) (rs []result, pkgFailed
 			case "fail":
 				res.Reason = strings.Join(lines[max(0, len(lines)-8):], "\n")
 			}
-			fmt.Printf("--- %s: %s (%.1fs)\n", res.Result, res.Test, res.Seconds)
+			fmt.Fprintf(progress, "--- %s: %s (%.1fs)\n", res.Result, res.Test, res.Seconds)
 			if res.Result == "FAIL" {
-				fmt.Println(strings.Join(lines[max(0, len(lines)-30):], "\n"))
+				fmt.Fprintln(progress, strings.Join(lines[max(0, len(lines)-30):], "\n"))
 			}
 			rs = append(rs, res)
 		}

@@ -52,7 +52,7 @@ func TestCloseOut(t *testing.T) {
 		{"hung until the timeout", ev("pass", "TestA") + ev("run", "TestB") + ev("output", "") + ev("fail", ""), exit1, []string{"TestB"}},
 		{"a failed test explains the exit", ev("pass", "TestA") + ev("fail", "TestB") + ev("fail", ""), exit1, []string{"TestB"}},
 	} {
-		rs, pkgFailed := collect(strings.NewReader(c.stream), "test/e2e", io.Discard)
+		rs, pkgFailed := collect(strings.NewReader(c.stream), "test/e2e", io.Discard, io.Discard)
 		rs = closeOut("test/e2e", []string{"TestA", "TestB"}, rs, pkgFailed, c.exit)
 		judge(rs)
 		var failed []string
