@@ -11,6 +11,8 @@ import (
 
 	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	metricspb "go.opentelemetry.io/proto/otlp/metrics/v1"
+
+	"sluice.dev/sluice/internal/bootstrap"
 )
 
 // What Envoys report of their memory and overload state, over the
@@ -21,7 +23,7 @@ import (
 
 // Report attributes naming the Envoy: the pod name from the environment
 // first, as --service-node overrides the bootstrap's node id.
-var reportNodeAttrs = []string{"sluice.node", "sluice.bootstrap.node"}
+var reportNodeAttrs = []string{bootstrap.NodeAttr, bootstrap.BootstrapNodeAttr}
 
 // reportTTL forgets an Envoy that stopped reporting (several flushes).
 const reportTTL = 30 * time.Second
