@@ -73,3 +73,34 @@ func TestListedTests(t *testing.T) {
 		t.Errorf("listedTests = %v", got)
 	}
 }
+
+// -suite ci runs every listed test but the left-out ones, and refuses a
+// left-out name the binary does not list (a stale entry).
+func TestWithoutLeftOut(t *testing.T) {
+	got, err := withoutLeftOut("test/e2e", []string{"TestA", "TestSlow", "TestB"}, []string{"TestSlow"})
+	if err != nil || !slices.Equal(got, []string{"TestA", "TestB"}) {
+		t.Errorf("withoutLeftOut = %v, %v", got, err)
+	}
+	if _, err := withoutLeftOut("test/e2e", []string{"TestA"}, []string{"TestGone"}); err == nil {
+		t.Error("a left-out test the binary does not list was accepted")
+	}
+}
+
+// Every left-out test is in one of the four packages, has a reason, and
+// is printed with it.
+func TestLeftOutPrinted(t *testing.T) {
+	var b bytes.Buffer
+	printLeftOut(&b)
+	for key, why := range leftOut {
+		p, test, _ := strings.Cut(key, ".")
+		if !slices.ContainsFunc(pkgs, func(q pkg) bool { return q.name == p }) {
+			t.Errorf("%s: %s is not one of the suite's packages", key, p)
+		}
+		if len(skipped(p)) == 0 || why == "" {
+			t.Errorf("%s: no reason, or not skipped", key)
+		}
+		if !strings.Contains(b.String(), test) || !strings.Contains(b.String(), why) {
+			t.Errorf("%s is not printed with its reason:\n%s", key, b.String())
+		}
+	}
+}
