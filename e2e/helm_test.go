@@ -1,3 +1,5 @@
+//go:build e2e
+
 package e2e
 
 // Tests of the install: the Helm chart in deploy/helm/sluice, the plain

@@ -1,3 +1,5 @@
+//go:build e2e
+
 // Package e2e drives Sluice on the local real stack: etcd, kube-apiserver,
 // kube-controller-manager, backends as processes in their own network
 // namespaces, the Sluice controller and the real Envoy. Every test asserts
@@ -36,8 +38,8 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	if os.Geteuid() != 0 {
-		fmt.Println("e2e: FAIL: the local stack needs root (network namespaces per pod); run `sudo make e2e`")
+	if err := stack.NeedRoot(); err != nil {
+		fmt.Println("e2e: FAIL:", err)
 		return 1
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)

@@ -34,8 +34,8 @@ func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
 	flag.Parse()
-	if os.Geteuid() != 0 {
-		fmt.Println("conformance: FAIL: the local stack needs root (network namespaces per pod)")
+	if err := stack.NeedRoot(); err != nil {
+		fmt.Println("conformance: FAIL:", err)
 		return 1
 	}
 	given := map[string]bool{}

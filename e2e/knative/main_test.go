@@ -1,3 +1,5 @@
+//go:build e2e
+
 package knative
 
 import (
@@ -29,12 +31,8 @@ func TestMain(m *testing.M) { os.Exit(run(m)) }
 // run starts the stack with real Knative Serving, two Sluice replicas and
 // two Envoys, and tag header routing on (config-features).
 func run(m *testing.M) int {
-	if os.Getenv("SLUICE_E2E") != "1" {
-		fmt.Println("knative e2e: FAIL: set SLUICE_E2E=1 (needs root, make tools and hack/build-serving.sh)")
-		return 1
-	}
-	if os.Geteuid() != 0 {
-		fmt.Println("knative e2e: FAIL: the local stack needs root (network namespaces per pod)")
+	if err := stack.NeedRoot(); err != nil {
+		fmt.Println("knative e2e: FAIL:", err)
 		return 1
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)

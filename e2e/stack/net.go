@@ -17,7 +17,17 @@ import (
 // removes all of them on stop and before start.
 const PodNetnsPrefix = "sluice-"
 
-var errNotRoot = errors.New("the stack must run as root: it creates a bridge and network namespaces (try: sudo -E go run ./e2e/cmd/stack up)")
+var errNotRoot = errors.New("the stack must run as root: it creates a bridge and network namespaces (try: sudo make e2e, or sudo -E go run ./e2e/cmd/stack up)")
+
+// NeedRoot says, in one line, why a caller that is not root cannot start
+// the stack. Tests that need the stack carry the e2e build tag and fail
+// with it.
+func NeedRoot() error {
+	if os.Geteuid() != 0 {
+		return errNotRoot
+	}
+	return nil
+}
 
 func (s *Stack) checkPrereqs() error {
 	if os.Geteuid() != 0 {

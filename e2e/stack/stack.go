@@ -3,12 +3,12 @@
 // for per-pod network namespaces, the pod runner, Sluice and Envoy. The
 // stack command (e2e/cmd/stack) and the e2e tests share it.
 //
-// In an e2e package:
+// In an e2e package, its test files under the e2e build tag:
 //
 //	func TestMain(m *testing.M) {
-//		if os.Getenv("SLUICE_E2E") != "1" {
-//			fmt.Println("e2e tests skipped: set SLUICE_E2E=1 (needs root, hack/build-tools.sh, bin/sluice)")
-//			os.Exit(0)
+//		if err := stack.NeedRoot(); err != nil {
+//			fmt.Println("FAIL:", err)
+//			os.Exit(1)
 //		}
 //		// Reuses a stack from `stack up -background` when one runs.
 //		s, err := stack.StartOrAttach(context.Background(), stack.Options{Controllers: 2, Envoys: 2})

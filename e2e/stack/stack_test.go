@@ -1,10 +1,11 @@
+//go:build e2e
+
 package stack
 
 import (
 	"context"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -19,12 +20,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// The stack needs root, the built binaries and about a minute; it runs only
-// when asked.
+// The stack needs root and the built binaries (make tools).
 func needStack(t *testing.T) {
 	t.Helper()
-	if os.Getenv("SLUICE_E2E") != "1" {
-		t.Skip("starts the real local stack: set SLUICE_E2E=1 (needs root and hack/build-tools.sh)")
+	if err := NeedRoot(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -293,7 +293,7 @@ func TestStackRestartReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !exists(filepath.Join(root, "bin", "sluice")) || !exists(filepath.Join(root, "bin", "envoy")) {
-		t.Skip("needs bin/sluice and bin/envoy")
+		t.Fatal("needs bin/sluice and bin/envoy: make build tools")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
