@@ -5,6 +5,7 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,7 +61,13 @@ func TestCORS(t *testing.T) {
 
 	policy["cors-allow-origins"] = "https://app.example.com/path"
 	setConfig(t, policy)
-	time.Sleep(time.Second) // a refused config changes nothing: give it time to
+	// Refused by name; until then a check of the old policy proves nothing.
+	eventually(t, 20*time.Second, "the controller refusing cors-allow-origins", func() error {
+		if !strings.Contains(controllerLogs(t), `cors-allow-origins: \"https://app.example.com/path\" is not * or an origin`) {
+			return fmt.Errorf("no error naming the key in the controller's log")
+		}
+		return nil
+	})
 	steadily(t, 30*time.Second, "the last good policy kept", func() error { return allowed(app, app) })
 
 	policy["cors-allow-origins"] = "*"

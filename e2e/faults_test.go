@@ -65,7 +65,7 @@ func TestAPIServerOutage(t *testing.T) {
 		}
 		return nil
 	}
-	p := startProber(host, 2, 1<<40)
+	p := startProber(host, 2)
 
 	// The controllers are paused while the change is made and the API
 	// server goes, so that its status cannot be written before the outage.
@@ -136,7 +136,7 @@ func TestAllControllersKilled(t *testing.T) {
 		hosts = append(hosts, h)
 		createIngress(t, fmt.Sprintf("orphan-%d", i), v1alpha1.IngressSpec{Rules: []v1alpha1.IngressRule{ext(h, httpPath("", split("orphan", 100, nil)))}})
 	}
-	p := startProberOn(hosts, 4, 1<<40)
+	p := startProberOn(hosts, 4)
 	for _, name := range []string{"sluice-0", "sluice-1"} {
 		if err := st.Kill(name, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -211,7 +211,7 @@ func TestEnvoyStartsWithoutControllers(t *testing.T) {
 	backend(t, "early", 1)
 	host := "early.sluice-e2e.example.com"
 	createIngress(t, "early", v1alpha1.IngressSpec{Rules: []v1alpha1.IngressRule{ext(host, httpPath("", split("early", 100, nil)))}})
-	p := startProber(host, 2, 1<<40)
+	p := startProber(host, 2)
 	for _, name := range []string{"sluice-0", "sluice-1"} {
 		if err := st.Kill(name, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -265,7 +265,7 @@ func TestRollingRestartUnderUpdates(t *testing.T) {
 		createIngress(t, fmt.Sprintf("roll-%d", k), spec(k, 0))
 		hosts = append(hosts, host(k))
 	}
-	p := startProberOn(hosts, 4, 1<<40)
+	p := startProberOn(hosts, 4)
 
 	// One writer per ingress, each at its share of 50 a second.
 	last := make([]*v1alpha1.Ingress, ingresses)

@@ -29,7 +29,7 @@ func TestFuzzThroughEnvoy(t *testing.T) {
 	backend(t, "fuzz-target", 1)
 	sentinel := "sentinel.sluice-e2e.example.com"
 	createIngress(t, "fuzz-sentinel", v1alpha1.IngressSpec{Rules: []v1alpha1.IngressRule{ext(sentinel, httpPath("", split("fuzz-target", 100, nil)))}})
-	p := startProber(sentinel, 2, 1<<40)
+	p := startProber(sentinel, 2)
 
 	seed := uint64(time.Now().UnixNano())
 	if v := os.Getenv("SLUICE_E2E_FUZZ_SEED"); v != "" {

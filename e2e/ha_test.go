@@ -140,7 +140,7 @@ func TestLeaderKilledMidTraffic(t *testing.T) {
 		return nil
 	})
 	name := fmt.Sprintf("sluice-%d", l)
-	p := startProber(host, 2, 200000)
+	p := startProber(host, 2)
 	if err := st.Kill(name, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ func TestIdleFlood(t *testing.T) {
 	backend(t, "flooded", 1)
 	host := "flooded.sluice-e2e.example.com"
 	createIngress(t, "flooded", v1alpha1.IngressSpec{Rules: []v1alpha1.IngressRule{ext(host, httpPath("", split("flooded", 100, nil)))}})
-	p := startProber(host, 2, 1<<40)
+	p := startProber(host, 2)
 
 	n := 3 * maxConnections // two Envoys hold 2 * maxConnections
 	var flood []net.Conn

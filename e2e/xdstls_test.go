@@ -83,21 +83,23 @@ func TestXDSMutualTLS(t *testing.T) {
 	// Rotation: a new server certificate from the stack's CA, moved in.
 	before := envoyXDSConnections(t)
 	serial := rotateCert(t, "xds-server", x509.ExtKeyUsageServerAuth)
-	time.Sleep(1100 * time.Millisecond) // the controllers look at most once a second
-	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, NextProtos: []string{"h2"},
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			f := st.XDSTLSFiles("xds-client")
-			c, err := tls.LoadX509KeyPair(f.Cert, f.Key)
-			return &c, err
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
-	conn.Close()
-	if got != serial {
-		t.Errorf("a handshake after the rotation got serial %d, want %d", got, serial)
-	}
+	// The controllers look at the files at most once a second, on a handshake.
+	eventually(t, 5*time.Second, "a handshake with the new certificate", func() error {
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, NextProtos: []string{"h2"},
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				f := st.XDSTLSFiles("xds-client")
+				c, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+				return &c, err
+			}})
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		if got := conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64(); got != serial {
+			return fmt.Errorf("serial %d, want %d", got, serial)
+		}
+		return nil
+	})
 	if after := envoyXDSConnections(t); after != before {
 		t.Errorf("Envoys' xDS connections made %v before the rotation, %v after: a stream was dropped", before, after)
 	}

@@ -34,26 +34,33 @@ type fakeSink struct {
 	mu         sync.Mutex
 	full       int
 	last       *translator.Output
+	outs       []*translator.Output // every full publish, in order
 	endpoints  []map[string]*endpointv3.ClusterLoadAssignment
 	allEDS     map[string]*endpointv3.ClusterLoadAssignment
 	slow       bool
 	acked      uint64
+	heldBack   int // Behind calls answered with the slow Envoy
 	rejections []rollout.Rejection
 	signal     chan struct{}
 	// nackRoute: an Envoy NACKs this route configuration the moment it is
 	// published, before Publish returns.
 	nackRoute string
+	// asked is closed when the controller next reads the rejections.
+	asked chan struct{}
 }
 
 func (f *fakeSink) Publish(out *translator.Output, eps map[string]*endpointv3.ClusterLoadAssignment) (uint64, error) {
 	f.mu.Lock()
 	f.full++
 	f.last = out
+	f.outs = append(f.outs, out)
 	f.allEDS = eps
 	gen := uint64(f.full)
 	nack := f.nackRoute != "" && hasRoutes(out, f.nackRoute)
+	asked := make(chan struct{})
 	if nack {
 		f.rejections = []rollout.Rejection{routesNACK(f.nackRoute)}
+		f.asked = asked
 	}
 	f.mu.Unlock()
 	if nack {
@@ -61,7 +68,11 @@ func (f *fakeSink) Publish(out *translator.Output, eps map[string]*endpointv3.Cl
 		case f.signal <- struct{}{}:
 		default:
 		}
-		time.Sleep(50 * time.Millisecond) // the controller looks at the NACK first
+		// The controller looks at the NACK before it records this publish.
+		select {
+		case <-asked:
+		case <-time.After(10 * time.Second):
+		}
 	}
 	return gen, nil
 }
@@ -71,6 +82,7 @@ func (f *fakeSink) Behind(gen uint64, _ *translator.Piece) []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.slow && gen > f.acked {
+		f.heldBack++
 		return []string{"slow"}
 	}
 	return nil
@@ -81,6 +93,10 @@ func (f *fakeSink) Subscribe() (<-chan struct{}, func()) { return f.signal, func
 func (f *fakeSink) Rejections() []rollout.Rejection {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.asked != nil {
+		close(f.asked)
+		f.asked = nil
+	}
 	return f.rejections
 }
 
@@ -226,18 +242,25 @@ func TestOtherClassesUntouched(t *testing.T) {
 	none := ingress("c", "c.example.com", "a", nil)
 	e := start(t, []any{service("a")}, other, none, ingress("a", "a.example.com", "a", ours()))
 	waitFor(t, "ours ready", func() bool { return e.get(t, "a").IsReady() })
-	time.Sleep(100 * time.Millisecond)
+	// A barrier: z, created after the others were handled, turns Ready
+	// only once the controller has worked through what came before it.
+	if _, err := e.kn.NetworkingV1alpha1().Ingresses("ns").Create(context.Background(), ingress("z", "z.example.com", "a", ours()), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "z ready", func() bool { return e.get(t, "z").IsReady() })
 	for _, a := range e.kn.Actions() {
 		switch a.GetVerb() {
 		case "list", "watch", "get":
 			continue
+		case "create":
+			continue // the test's own
 		}
 		u, ok := a.(k8stesting.UpdateAction)
 		if !ok || a.GetSubresource() != "status" {
 			t.Errorf("unexpected write %s %s", a.GetVerb(), a.GetResource())
 			continue
 		}
-		if name := u.GetObject().(*v1alpha1.Ingress).Name; name != "a" {
+		if name := u.GetObject().(*v1alpha1.Ingress).Name; name != "a" && name != "z" {
 			t.Errorf("status written on ingress %s of another class", name)
 		}
 	}
@@ -248,7 +271,7 @@ func TestOtherClassesUntouched(t *testing.T) {
 	}
 	_, out, _ := e.sink.state()
 	for _, sc := range out.Scopes {
-		if !strings.HasSuffix(sc.Name, "/a.example.com") {
+		if !strings.HasSuffix(sc.Name, "/a.example.com") && !strings.HasSuffix(sc.Name, "/z.example.com") {
 			t.Errorf("served a host of another class: %s", sc.Name)
 		}
 	}
@@ -301,9 +324,19 @@ func TestEndpointOnlyUpdate(t *testing.T) {
 	if got.Endpoints[0].LbEndpoints[0].GetEndpoint().Address.GetSocketAddress().Address != "10.0.0.2" {
 		t.Errorf("EDS = %v", got)
 	}
-	time.Sleep(50 * time.Millisecond)
-	if f, _, _ := e.sink.state(); f != full {
-		t.Errorf("endpoint change caused %d full publishes", f-full)
+	// A barrier: ingress m, created now, is in the first full publish
+	// after the endpoint change unless that change caused one itself.
+	if _, err := e.kn.NetworkingV1alpha1().Ingresses("ns").Create(context.Background(), ingress("m", "m.example.com", "a", ours()), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mRoutes := translator.IngressRoutes("ns", "m")
+	waitFor(t, "m published", func() bool { return e.served(mRoutes) })
+	e.sink.mu.Lock()
+	defer e.sink.mu.Unlock()
+	for i, out := range e.sink.outs[full:] {
+		if !hasRoutes(out, mRoutes) {
+			t.Errorf("the endpoint change caused a full publish (number %d)", full+i+1)
+		}
 	}
 }
 
@@ -350,7 +383,11 @@ func TestReadyWaitsForEnvoys(t *testing.T) {
 	defer cancel()
 	go func() { _ = e.ctrl.Run(ctx) }()
 	waitFor(t, "first publish", e.ctrl.Ready)
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, "a checked against the slow Envoy", func() bool {
+		e.sink.mu.Lock()
+		defer e.sink.mu.Unlock()
+		return e.sink.heldBack > 0
+	})
 	if e.get(t, "a").IsReady() {
 		t.Fatal("Ready before the Envoy acknowledged")
 	}

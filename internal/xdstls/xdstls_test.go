@@ -134,7 +134,6 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	authority.write(t, filepath.Dir(serverFiles.Cert), 101)
-	time.Sleep(1100 * time.Millisecond) // the loader looks at most once a second
 	serial := func() int64 {
 		conn, err := tls.Dial("tcp", lis.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "sluice", NextProtos: []string{"h2"},
 			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
@@ -147,8 +146,15 @@ func TestMutualTLS(t *testing.T) {
 		defer conn.Close()
 		return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
 	}
-	if s := serial(); s != 101 {
-		t.Errorf("after the rotation a new handshake got serial %d, want 101", s)
+	// The loader looks at the files at most once a second, on a handshake.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		s := serial()
+		if s == 101 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s after the rotation a new handshake got serial %d, want 101", s)
+		}
 	}
 	if cc.GetState().String() != "READY" {
 		t.Errorf("the open connection is %v after the rotation", cc.GetState())

@@ -217,9 +217,13 @@ func runDataplane(ctx context.Context, st *stack.Stack, bins []string, n int, o 
 					e := envoys[(k+round)%len(envoys)] // who goes first alternates
 					envoy0, self0 := cpuMs(e.pid), cpuMs(os.Getpid())
 					l := hammer(e.addr, h.host, h.want, o.Clients, o.Round)
+					envoy1, self1 := cpuMs(e.pid), cpuMs(os.Getpid())
+					if min(envoy0, self0, envoy1, self1) < 0 {
+						return fmt.Errorf("%s: CPU time not measured (the process is gone?)", e.name)
+					}
 					if l.Requests > 0 {
-						l.EnvoyCPUus = (cpuMs(e.pid) - envoy0) * 1000 / float64(l.Requests)
-						l.ClientCPUus = (cpuMs(os.Getpid()) - self0) * 1000 / float64(l.Requests)
+						l.EnvoyCPUus = (envoy1 - envoy0) * 1000 / float64(l.Requests)
+						l.ClientCPUus = (self1 - self0) * 1000 / float64(l.Requests)
 					}
 					key := e.name + " " + h.name
 					run.Loads[key] = append(run.Loads[key], l)

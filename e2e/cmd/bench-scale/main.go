@@ -66,6 +66,8 @@ type run struct {
 	ControllerHeap  int64     `json:"controller_heap_inuse_bytes"`
 	Memory          memory    `json:"memory"`
 	Env             []string  `json:"env,omitempty"`
+	// Readings that could not be taken: their fields hold -1.
+	NotMeasured []string `json:"not_measured,omitempty"`
 }
 
 const (
@@ -158,6 +160,7 @@ func main() {
 		if r.Memory.OOMKills > 0 {
 			check(fmt.Errorf("%s: %d processes killed for their memory limit", r.Name, r.Memory.OOMKills))
 		}
+		r.NotMeasured = notMeasured(r)
 		runs = append(runs, r)
 		st.StopGateway()
 	}
@@ -167,6 +170,11 @@ func main() {
 	b, _ := json.MarshalIndent(runs, "", "  ")
 	check(os.WriteFile(out, b, 0o644))
 	fmt.Println("results in", out)
+	for _, r := range runs {
+		if len(r.NotMeasured) > 0 {
+			check(fmt.Errorf("%s: not measured: %s", r.Name, strings.Join(r.NotMeasured, ", ")))
+		}
+	}
 }
 
 // parseBin reads a -bin value, name=path[,VAR=value...], a relative path
@@ -273,6 +281,10 @@ func measure(ctx context.Context, st *stack.Stack, kn clientset.Interface, r *ru
 	}
 	after := rxBytes(st)
 	for e := range after {
+		if before[e] < 0 || after[e] < 0 {
+			r.BytesPerChange = append(r.BytesPerChange, -1)
+			continue
+		}
 		r.BytesPerChange = append(r.BytesPerChange, float64(after[e]-before[e])/float64(creates+updates))
 	}
 	settle(st)
@@ -393,6 +405,7 @@ func rxBytes(st *stack.Stack) []float64 {
 	}
 }
 
+// envoyStat is one of Envoy i's stats, or -1 when it cannot be read.
 func envoyStat(st *stack.Stack, i int, name string) float64 {
 	url := fmt.Sprintf("http://127.0.0.1:%d/stats?filter=^%s$", st.Options().Ports.EnvoyAdmin+i, strings.ReplaceAll(name, ".", `\.`))
 	resp, err := http.Get(url)
@@ -437,7 +450,8 @@ func envoyStats(st *stack.Stack, i int, re string) []stat {
 
 func rss(pid int) int64 { return procStatus(pid, "VmRSS:") }
 
-// procStatus reads a size in /proc/pid/status (VmRSS:, VmHWM:) in bytes.
+// procStatus reads a size in /proc/pid/status (VmRSS:, VmHWM:) in bytes,
+// or -1.
 func procStatus(pid int, key string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -453,7 +467,8 @@ func procStatus(pid int, key string) int64 {
 	return -1
 }
 
-// cpuMs is the user plus system CPU time of pid (clock ticks of 10 ms).
+// cpuMs is the user plus system CPU time of pid (clock ticks of 10 ms),
+// or -1.
 func cpuMs(pid int) float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
