@@ -40,6 +40,9 @@ func outputBytes(o *Output) int {
 	for _, m := range o.Routes {
 		add(m)
 	}
+	for _, m := range o.Scopes {
+		add(m)
+	}
 	for _, m := range o.Clusters {
 		add(m)
 	}
