@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # every other test is a unit test (`go test ./...` runs them as any user).
 E2E_PKGS := ./e2e/ ./e2e/install/ ./e2e/knative/ ./e2e/stack/ ./e2e/stack/kubelet/
 
-.PHONY: all build test unit e2e e2e-long fuzz-e2e conformance serving-conformance serving-conformance-ci bench bench-scale bench-scale-ci bench-dataplane bench-dataplane-variants bench-dataplane-ci fmt vet lint tools serving envoy up up-chart down demo clean manifest image
+.PHONY: all build test unit e2e e2e-long fuzz-e2e conformance serving-conformance serving-conformance-ci bench bench-scale bench-scale-ci bench-dataplane bench-dataplane-variants bench-dataplane-ci bench-fleet bench-fleet-ci fmt vet lint tools serving envoy up up-chart down demo clean manifest image
 IMAGE ?= sluice:$(VERSION)
 
 all: build
@@ -22,8 +22,8 @@ build:
 # then Knative's own ingress conformance suite (25 tests, alpha and beta
 # too) and Serving's own suites but for the tests ci.go leaves out, each
 # with its reason; and the scale and data-plane benchmarks at a small N,
-# to prove they run.
-test: lint tools unit e2e conformance serving-conformance-ci bench-scale-ci bench-dataplane-ci
+# to prove they run, and the fleet benchmark at a small F and N.
+test: lint tools unit e2e conformance serving-conformance-ci bench-scale-ci bench-dataplane-ci bench-fleet-ci
 
 unit:
 	$(GO) test -race -count=1 ./...
@@ -116,6 +116,19 @@ bench-dataplane: build tools
 # for variants of the listener's configuration, static, no stack.
 bench-dataplane-variants: build tools
 	$(GO) run ./e2e/cmd/bench-scale -variants 10s -n $(N)
+
+# What each Envoy costs the controller: F simulated Envoys (e2e/simenvoy,
+# real ADS clients in a process of their own) beside the two real ones,
+# with N KIngresses: heap per stream, a change reaching every Envoy, the
+# same with one Envoy that stopped reading, a controller restart, a join
+# (e2e/cmd/bench-scale/fleet.go). `make bench-fleet N=1000 F=100`. No
+# memory limits: the chart's 2 GiB for the controller is what it measures.
+F ?= 100
+bench-fleet: build tools
+	$(GO) run ./e2e/cmd/bench-scale -n $(N) -fleet $(F) -creates 10 -limits none $(foreach b,$(BINS),-bin $(b))
+
+bench-fleet-ci: build tools
+	$(GO) run ./e2e/cmd/bench-scale -n 100 -fleet 20 -creates 3 -limits none
 
 bench-dataplane-ci: build tools
 	$(GO) run ./e2e/cmd/bench-scale -dataplane 2s -rounds 1 -n 100

@@ -88,6 +88,7 @@ func main() {
 	flag.IntVar(&dp.Rounds, "rounds", 6, "data-plane rounds per build")
 	flag.IntVar(&dp.Clients, "clients", 16, "data-plane keep-alive clients")
 	limits := flag.String("limits", "chart", "memory limits of the controller and Envoys: chart (the chart's default resources.limits, and GOMEMLIMIT as the chart sets it) or none")
+	fleet := flag.Int("fleet", 0, "if set, measure what each Envoy costs with this many simulated Envoys beside the real ones (fleet.go)")
 	window := flag.Duration("variants", 0, "if set, count Envoy's instructions per request for variants of the listener's configuration instead, each this long (variants.go; no stack)")
 	var bins binFlag
 	flag.Var(&bins, "bin", "name=path[,VAR=value...] of a sluice build and its environment (repeat to compare; default current=bin/sluice)")
@@ -129,8 +130,12 @@ func main() {
 	kn := clientset.NewForConfigOrDie(&cfg)
 
 	start := time.Now()
-	check(populate(ctx, kube, kn, *n, *creates))
-	fmt.Printf("created %d KIngresses and %d Services in %s\n", *n, 2*(*n+*creates), time.Since(start).Round(time.Second))
+	services := *creates // the KIngresses created later need their Services
+	if *fleet > 0 {
+		services = fleetCreates(*creates)
+	}
+	check(populate(ctx, kube, kn, *n, services))
+	fmt.Printf("created %d KIngresses and %d Services in %s\n", *n, 2*(*n+services), time.Since(start).Round(time.Second))
 	if dp.Round > 0 {
 		check(setupDataplane(ctx, st, kube, kn))
 	}
@@ -146,6 +151,22 @@ func main() {
 
 	if dp.Round > 0 {
 		check(runDataplane(ctx, st, bins, *n, dp))
+		return
+	}
+	if *fleet > 0 {
+		var runs []fleetRun
+		for _, b := range bins {
+			r := parseBin(b, st.Options().Root, *n)
+			fr := fleetRun{Name: r.Name, Bin: r.Bin, N: *n, F: *fleet, Env: append(r.Env, lim.env()...)}
+			check(measureFleet(ctx, st, kn, &fr, *creates))
+			runs = append(runs, fr)
+			st.StopGateway()
+		}
+		reportFleet(runs)
+		out := filepath.Join(st.Options().Root, "e2e", "results", fmt.Sprintf("bench-fleet-%d-%d-%s.json", *n, *fleet, time.Now().UTC().Format("20060102-150405")))
+		b, _ := json.MarshalIndent(runs, "", "  ")
+		check(os.WriteFile(out, b, 0o644))
+		fmt.Println("results in", out)
 		return
 	}
 	var runs []run
