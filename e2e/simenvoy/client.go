@@ -48,16 +48,14 @@ func (c *client) run(ctx context.Context) {
 	backoff := 250 * time.Millisecond
 	for ctx.Err() == nil {
 		began := time.Now()
-		var err error
+		open := c.sotwStream
 		if c.delta {
-			err = c.deltaStream(ctx)
-		} else {
-			err = c.sotwStream(ctx)
+			open = c.deltaStream
 		}
+		_ = c.stream(ctx, open) // it reconnects whatever ended the stream
 		c.mu.Lock()
 		c.connected = false
 		c.mu.Unlock()
-		_ = err
 		if time.Since(began) > 10*time.Second {
 			backoff = 250 * time.Millisecond
 		}
@@ -92,7 +90,10 @@ func (c *client) connectedNow() {
 	c.mu.Unlock()
 }
 
-func (c *client) deltaStream(ctx context.Context) error {
+// stream dials, opens a stream with open (which sends what Envoy asks for
+// first and returns how to take one response), and takes responses until
+// the stream ends.
+func (c *client) stream(ctx context.Context, open func(context.Context, discovery.AggregatedDiscoveryServiceClient) (func() error, error)) error {
 	cc, err := dial(c.fleet.opts.Addr)
 	if err != nil {
 		return err
@@ -100,9 +101,42 @@ func (c *client) deltaStream(ctx context.Context) error {
 	defer cc.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := discovery.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+	take, err := open(ctx, discovery.NewAggregatedDiscoveryServiceClient(cc))
 	if err != nil {
 		return err
+	}
+	c.connectedNow()
+	for {
+		if err := c.wait(ctx); err != nil {
+			return err
+		}
+		if err := take(); err != nil {
+			return err
+		}
+		c.readyCheck()
+	}
+}
+
+// firstTypesLocked are the types a new stream asks for: the wildcard
+// ones, SRDS once a listener used scopes, and EDS and RDS when some names
+// are wanted.
+func (c *client) firstTypesLocked() []string {
+	var out []string
+	for _, t := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.ScopedRouteType, resource.RouteType} {
+		switch {
+		case t == resource.ScopedRouteType && !c.scoped:
+		case !wildcard[t] && len(c.subs[t]) == 0:
+		default:
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func (c *client) deltaStream(ctx context.Context, ads discovery.AggregatedDiscoveryServiceClient) (func() error, error) {
+	st, err := ads.DeltaAggregatedResources(ctx)
+	if err != nil {
+		return nil, err
 	}
 	first := true
 	send := func(r *discovery.DeltaDiscoveryRequest) error {
@@ -111,19 +145,12 @@ func (c *client) deltaStream(ctx context.Context) error {
 		}
 		return st.Send(r)
 	}
-	// What it asks for first: the wildcard types, then by name, each with
-	// the versions it holds.
+	// What it asks for first, each type with the versions it holds.
 	c.mu.Lock()
 	var reqs []*discovery.DeltaDiscoveryRequest
-	for _, t := range []string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.ScopedRouteType, resource.RouteType} {
-		if t == resource.ScopedRouteType && !c.scoped {
-			continue
-		}
+	for _, t := range c.firstTypesLocked() {
 		r := &discovery.DeltaDiscoveryRequest{TypeUrl: t, InitialResourceVersions: c.versionsLocked(t)}
 		if !wildcard[t] {
-			if len(c.subs[t]) == 0 {
-				continue
-			}
 			r.ResourceNamesSubscribe = c.namesLocked(c.subs[t])
 		}
 		reqs = append(reqs, r)
@@ -131,14 +158,10 @@ func (c *client) deltaStream(ctx context.Context) error {
 	c.mu.Unlock()
 	for _, r := range reqs {
 		if err := send(r); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	c.connectedNow()
-	for {
-		if err := c.wait(ctx); err != nil {
-			return err
-		}
+	return func() error {
 		r, err := st.Recv()
 		if err != nil {
 			return err
@@ -168,26 +191,24 @@ func (c *client) deltaStream(ctx context.Context) error {
 				return err
 			}
 		}
-		c.readyCheck()
-	}
+		return nil
+	}, nil
 }
 
-func (c *client) sotwStream(ctx context.Context) error {
-	cc, err := dial(c.fleet.opts.Addr)
+func (c *client) sotwStream(ctx context.Context, ads discovery.AggregatedDiscoveryServiceClient) (func() error, error) {
+	st, err := ads.StreamAggregatedResources(ctx)
 	if err != nil {
-		return err
-	}
-	defer cc.Close()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	st, err := discovery.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
-	if err != nil {
-		return err
+		return nil, err
 	}
 	first := true
 	version, nonce := map[string]string{}, map[string]string{}
-	request := func(t string) error {
+	// request asks for t as of the last response accepted, or NACKs with
+	// rejected.
+	request := func(t string, rejected error) error {
 		r := &discovery.DiscoveryRequest{TypeUrl: t, VersionInfo: version[t], ResponseNonce: nonce[t]}
+		if rejected != nil {
+			r.ErrorDetail = statusOf(rejected)
+		}
 		if first {
 			r.Node, first = c.node(), false
 		}
@@ -199,26 +220,14 @@ func (c *client) sotwStream(ctx context.Context) error {
 		return st.Send(r)
 	}
 	c.mu.Lock()
-	types := []string{resource.ClusterType, resource.ListenerType}
-	if c.scoped {
-		types = append(types, resource.ScopedRouteType)
-	}
-	for _, t := range []string{resource.EndpointType, resource.RouteType} {
-		if len(c.subs[t]) > 0 {
-			types = append(types, t)
-		}
-	}
+	types := c.firstTypesLocked()
 	c.mu.Unlock()
 	for _, t := range types {
-		if err := request(t); err != nil {
-			return err
+		if err := request(t, nil); err != nil {
+			return nil, err
 		}
 	}
-	c.connectedNow()
-	for {
-		if err := c.wait(ctx); err != nil {
-			return err
-		}
+	return func() error {
 		r, err := st.Recv()
 		if err != nil {
 			return err
@@ -229,28 +238,19 @@ func (c *client) sotwStream(ctx context.Context) error {
 		nonce[t] = r.GetNonce()
 		if err != nil {
 			c.nacks.Add(1)
-			nack := &discovery.DiscoveryRequest{TypeUrl: t, VersionInfo: version[t], ResponseNonce: nonce[t], ErrorDetail: statusOf(err)}
-			c.mu.Lock()
-			if !wildcard[t] {
-				nack.ResourceNames = c.namesLocked(c.subs[t])
-			}
-			c.mu.Unlock()
-			if err := st.Send(nack); err != nil {
-				return err
-			}
 		} else {
 			version[t] = r.GetVersionInfo()
-			if err := request(t); err != nil {
-				return err
-			}
+		}
+		if err := request(t, err); err != nil {
+			return err
 		}
 		for t := range more {
-			if err := request(t); err != nil {
+			if err := request(t, nil); err != nil {
 				return err
 			}
 		}
-		c.readyCheck()
-	}
+		return nil
+	}, nil
 }
 
 func (c *client) count(n int) {

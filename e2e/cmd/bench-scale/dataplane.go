@@ -12,7 +12,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -239,30 +238,16 @@ func runDataplane(ctx context.Context, st *stack.Stack, bins []string, n int, o 
 		st.StopGateway()
 	}
 	reportDataplane(runs)
-	out := filepath.Join(root, "e2e", "results", fmt.Sprintf("bench-dataplane-%d-%s.json", n, time.Now().UTC().Format("20060102-150405")))
-	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-		return err
-	}
-	b, _ := json.MarshalIndent(runs, "", "  ")
-	if err := os.WriteFile(out, b, 0o644); err != nil {
-		return err
-	}
-	fmt.Println("results in", out)
-	return nil
+	return saveResults(root, fmt.Sprintf("bench-dataplane-%d", n), runs)
 }
 
 // reportDataplane prints the medians over the rounds: each build beside
 // the plain Envoy measured in the same rounds.
 func reportDataplane(runs []dpRun) {
-	fmt.Printf("\n| N = %d, %d keep-alive clients, median of %d rounds of %s |", runs[0].N, runs[0].Clients, len(runs[0].Loads[runs[0].Name+" "+dpHosts[0].name]), runs[0].Round)
+	head := []string{fmt.Sprintf("N = %d, %d keep-alive clients, median of %d rounds of %s", runs[0].N, runs[0].Clients, len(runs[0].Loads[runs[0].Name+" "+dpHosts[0].name]), runs[0].Round)}
 	for _, r := range runs {
-		fmt.Printf(" %s | plain (same rounds) |", r.Name)
+		head = append(head, r.Name, "plain (same rounds)")
 	}
-	fmt.Print("\n|---|")
-	for range runs {
-		fmt.Print("---:|---:|")
-	}
-	fmt.Println()
 	med := func(ls []load, f func(load) float64) float64 {
 		xs := make([]float64, len(ls))
 		for i, l := range ls {
@@ -270,9 +255,10 @@ func reportDataplane(runs []dpRun) {
 		}
 		return pct(xs, 50)
 	}
+	var rows []tableRow[dpRun]
 	for _, host := range dpHosts {
 		h := host.name
-		for _, row := range []struct {
+		for _, m := range []struct {
 			label string
 			f     func([]load) string
 		}{
@@ -286,11 +272,10 @@ func reportDataplane(runs []dpRun) {
 				return fmt.Sprintf("%.1f us", med(ls, func(l load) float64 { return l.EnvoyCPUus }))
 			}},
 		} {
-			fmt.Printf("| %s: %s |", h, row.label)
-			for _, r := range runs {
-				fmt.Printf(" %s | %s |", row.f(r.Loads[r.Name+" "+h]), row.f(r.Loads["plain "+h]))
-			}
-			fmt.Println()
+			rows = append(rows, tableRow[dpRun]{h + ": " + m.label, func(r dpRun) []string {
+				return []string{m.f(r.Loads[r.Name+" "+h]), m.f(r.Loads["plain "+h])}
+			}})
 		}
 	}
+	printTable(head, runs, rows)
 }

@@ -31,6 +31,7 @@ import (
 	clientset "knative.dev/networking/pkg/client/clientset/versioned"
 
 	"sluice.dev/sluice/e2e/stack"
+	"sluice.dev/sluice/e2e/workload"
 	"sluice.dev/sluice/translator"
 )
 
@@ -55,6 +56,8 @@ type fleetRun struct {
 	RestartChange float64
 	// F5
 	JoinMs float64
+
+	NotMeasured []string `json:",omitempty"`
 }
 
 const fleetListen = "127.0.0.1:18990"
@@ -128,43 +131,37 @@ func (p *fleetProc) stats() (fleetStats, error) {
 
 // waitFleet polls until ok says the fleet is there, or a deadline.
 func waitFleet(p *fleetProc, what string, d time.Duration, ok func(fleetStats) bool) error {
-	deadline := time.Now().Add(d)
-	for {
+	return workload.Poll(context.Background(), d, func() error {
 		s, err := p.stats()
-		if err == nil && ok(s) {
-			return nil
+		if err == nil && !ok(s) {
+			err = fmt.Errorf("%s: not yet (%+v)", what, s)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: not after %s (%+v, %v)", what, d, s, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 // held waits until want simulated Envoys (skip: one left out) hold the
-// route configuration; it returns the slowest's time since Expect.
+// route configuration; it returns the slowest's time since Expect, as the
+// simulated Envoys measured it.
 func (p *fleetProc) held(rc string, want int, skip int, d time.Duration) (float64, error) {
 	q := url.Values{"type": {resource.RouteType}, "name": {rc}}
 	if skip >= 0 {
 		q.Set("skip", fmt.Sprint(skip))
 	}
-	deadline := time.Now().Add(d)
-	for {
-		var h struct {
-			N         int     `json:"n"`
-			SlowestMs float64 `json:"slowest_ms"`
-		}
-		if err := p.call("GET", "/held", q, &h); err != nil {
-			return 0, err
-		}
-		if h.N >= want {
-			return h.SlowestMs, nil
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("%s held by %d of %d simulated Envoys after %s", rc, h.N, want, d)
-		}
-		time.Sleep(2 * time.Millisecond)
+	var h struct {
+		N         int     `json:"n"`
+		SlowestMs float64 `json:"slowest_ms"`
 	}
+	err := workload.Poll(context.Background(), d, func() error {
+		if err := p.call("GET", "/held", q, &h); err != nil {
+			return err
+		}
+		if h.N < want {
+			return fmt.Errorf("%s held by %d of %d simulated Envoys", rc, h.N, want)
+		}
+		return nil
+	})
+	return h.SlowestMs, err
 }
 
 // fleetChange creates KIngress i and returns when every simulated Envoy
@@ -228,8 +225,8 @@ func measureFleet(ctx context.Context, st *stack.Stack, kn clientset.Interface, 
 		r.HeldMs, r.ServedMs = append(r.HeldMs, held), append(r.ServedMs, served)
 		time.Sleep(100 * time.Millisecond)
 	}
-	r.ControllerCPUPerChangeMs = (cpuMs(st.Pid("sluice-0")) - cpu0) / float64(creates)
-	r.FleetCPUPerChangeMs = (cpuMs(p.pid()) - fcpu0) / float64(creates)
+	r.ControllerCPUPerChangeMs = perChange(cpu0, cpuMs(st.Pid("sluice-0")), creates)
+	r.FleetCPUPerChangeMs = perChange(fcpu0, cpuMs(p.pid()), creates)
 	fmt.Printf("   F2 create -> %d held: p50 %.0f ms, max %.0f ms; real Envoys served p50 %.0f ms\n", f, pct(r.HeldMs, 50), pct(r.HeldMs, 100), pct(r.ServedMs, 50))
 
 	// F3: one simulated Envoy stops reading.
@@ -256,7 +253,7 @@ func measureFleet(ctx context.Context, st *stack.Stack, kn clientset.Interface, 
 	if err := p.call("POST", "/join", nil, &j); err != nil {
 		return err
 	}
-	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(5 * time.Millisecond) {
+	err = workload.Poll(ctx, 5*time.Minute, func() error {
 		var c struct {
 			Ready   bool
 			ReadyMs float64 `json:"ready_ms"`
@@ -264,13 +261,14 @@ func measureFleet(ctx context.Context, st *stack.Stack, kn clientset.Interface, 
 		if err := p.call("GET", "/client", url.Values{"i": {fmt.Sprint(j.I)}}, &c); err != nil {
 			return err
 		}
-		if c.Ready {
-			r.JoinMs = c.ReadyMs
-			break
+		if !c.Ready {
+			return fmt.Errorf("the joined Envoy is not ready")
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the joined Envoy not ready after 5 minutes")
-		}
+		r.JoinMs = c.ReadyMs
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	fmt.Printf("   F5 one more Envoy joins: ready in %.0f ms\n", r.JoinMs)
 
@@ -306,50 +304,58 @@ func measureFleet(ctx context.Context, st *stack.Stack, kn clientset.Interface, 
 	})
 }
 
+// perStream is F1: the controller's heap per stream, or -1.
+func (r fleetRun) perStream() float64 {
+	if r.HeapWith < 0 || r.HeapWithout < 0 {
+		return -1
+	}
+	return float64(r.HeapWith-r.HeapWithout) / float64(r.F) / (1 << 20)
+}
+
+// perChange is the CPU time between two readings over n changes, or -1
+// when a reading could not be taken.
+func perChange(before, after float64, n int) float64 {
+	if before < 0 || after < 0 {
+		return -1
+	}
+	return (after - before) / float64(n)
+}
+
+// fleetNotMeasured names the readings of r that could not be taken.
+func fleetNotMeasured(r fleetRun) []string {
+	var m missing
+	m.check("controller heap", float64(r.HeapWithout), float64(r.HeapWith))
+	m.check("controller RSS", float64(r.RSSWithout), float64(r.RSSWith))
+	m.check("CPU per change", r.ControllerCPUPerChangeMs, r.FleetCPUPerChangeMs)
+	if len(r.HeldMs) == 0 {
+		m = append(m, "F2 changes")
+	}
+	if len(r.HeldFrozenMs) == 0 {
+		m = append(m, "F3 changes")
+	}
+	return m
+}
+
 func reportFleet(runs []fleetRun) {
-	fmt.Printf("\n| N = %d, F = %d |", runs[0].N, runs[0].F)
+	head := []string{fmt.Sprintf("N = %d, F = %d", runs[0].N, runs[0].F)}
 	for _, r := range runs {
-		fmt.Printf(" %s |", r.Name)
+		head = append(head, r.Name)
 	}
-	fmt.Print("\n|---|")
-	for range runs {
-		fmt.Print("---:|")
+	readings := func(format string, f func(r fleetRun) []float64) func(r fleetRun) string {
+		return func(r fleetRun) string { return cell(format, f(r)...) }
 	}
-	fmt.Println()
-	row := func(label string, f func(r fleetRun) string) {
-		fmt.Printf("| %s |", label)
-		for _, r := range runs {
-			fmt.Printf(" %s |", f(r))
-		}
-		fmt.Println()
-	}
-	row("F1 controller heap per Envoy stream", func(r fleetRun) string {
-		if r.HeapWith < 0 || r.HeapWithout < 0 {
-			return "not measured"
-		}
-		return fmt.Sprintf("%.2f MiB", float64(r.HeapWith-r.HeapWithout)/float64(r.F)/(1<<20))
+	printTable(head, runs, []tableRow[fleetRun]{
+		one("F1 controller heap per Envoy stream", readings("%.2f MiB", func(r fleetRun) []float64 { return []float64{r.perStream()} })),
+		one("controller RSS, 2 real Envoys -> with the fleet", func(r fleetRun) string { return mib(r.RSSWithout, r.RSSWith) }),
+		one("fleet connected -> every Envoy ready", readings("%.1f s", func(r fleetRun) []float64 { return []float64{r.FleetReadyMs / 1000} })),
+		one("F2 create -> every Envoy holds it, p50 / max", readings("%.0f / %.0f ms", func(r fleetRun) []float64 { return []float64{pct(r.HeldMs, 50), pct(r.HeldMs, 100)} })),
+		one("...real Envoys serve it, p50 / max", readings("%.0f / %.0f ms", func(r fleetRun) []float64 { return []float64{pct(r.ServedMs, 50), pct(r.ServedMs, 100)} })),
+		one("CPU per change: controller / simulated fleet", readings("%.0f / %.0f ms", func(r fleetRun) []float64 { return []float64{r.ControllerCPUPerChangeMs, r.FleetCPUPerChangeMs} })),
+		one("F3 one Envoy stopped reading: the others hold it, p50 / max", readings("%.0f / %.0f ms", func(r fleetRun) []float64 { return []float64{pct(r.HeldFrozenMs, 50), pct(r.HeldFrozenMs, 100)} })),
+		one("...real Envoys serve it, p50 / max", readings("%.0f / %.0f ms", func(r fleetRun) []float64 { return []float64{pct(r.ServedFrozenMs, 50), pct(r.ServedFrozenMs, 100)} })),
+		one("F4 controller restarted -> all back, holding a new change", func(r fleetRun) string {
+			return fmt.Sprintf("%.1f s (%d bytes each)", r.RestartMs/1000, r.RestartBytes)
+		}),
+		one("F5 one Envoy joins -> ready", readings("%.0f ms", func(r fleetRun) []float64 { return []float64{r.JoinMs} })),
 	})
-	row("controller RSS, 2 real Envoys -> with the fleet", func(r fleetRun) string {
-		return cell("%.0f -> %.0f MiB", float64(r.RSSWithout>>20), float64(r.RSSWith>>20))
-	})
-	row("fleet connected -> every Envoy ready", func(r fleetRun) string { return fmt.Sprintf("%.1f s", r.FleetReadyMs/1000) })
-	row("F2 create -> every Envoy holds it, p50 / max", func(r fleetRun) string {
-		return fmt.Sprintf("%.0f / %.0f ms", pct(r.HeldMs, 50), pct(r.HeldMs, 100))
-	})
-	row("...real Envoys serve it, p50 / max", func(r fleetRun) string {
-		return fmt.Sprintf("%.0f / %.0f ms", pct(r.ServedMs, 50), pct(r.ServedMs, 100))
-	})
-	row("CPU per change: controller / simulated fleet", func(r fleetRun) string {
-		return cell("%.0f / %.0f ms", r.ControllerCPUPerChangeMs, r.FleetCPUPerChangeMs)
-	})
-	row("F3 one Envoy stopped reading: the others hold it, p50 / max", func(r fleetRun) string {
-		return fmt.Sprintf("%.0f / %.0f ms", pct(r.HeldFrozenMs, 50), pct(r.HeldFrozenMs, 100))
-	})
-	row("...real Envoys serve it, p50 / max", func(r fleetRun) string {
-		return fmt.Sprintf("%.0f / %.0f ms", pct(r.ServedFrozenMs, 50), pct(r.ServedFrozenMs, 100))
-	})
-	row("F4 controller restarted -> all back, holding a new change", func(r fleetRun) string {
-		return fmt.Sprintf("%.1f s (%d bytes each)", r.RestartMs/1000, r.RestartBytes)
-	})
-	row("F5 one Envoy joins -> ready", func(r fleetRun) string { return fmt.Sprintf("%.0f ms", r.JoinMs) })
 }

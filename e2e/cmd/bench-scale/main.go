@@ -28,7 +28,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -159,14 +158,17 @@ func main() {
 			r := parseBin(b, st.Options().Root, *n)
 			fr := fleetRun{Name: r.Name, Bin: r.Bin, N: *n, F: *fleet, Env: append(r.Env, lim.env()...)}
 			check(measureFleet(ctx, st, kn, &fr, *creates))
+			fr.NotMeasured = fleetNotMeasured(fr)
 			runs = append(runs, fr)
 			st.StopGateway()
 		}
 		reportFleet(runs)
-		out := filepath.Join(st.Options().Root, "e2e", "results", fmt.Sprintf("bench-fleet-%d-%d-%s.json", *n, *fleet, time.Now().UTC().Format("20060102-150405")))
-		b, _ := json.MarshalIndent(runs, "", "  ")
-		check(os.WriteFile(out, b, 0o644))
-		fmt.Println("results in", out)
+		check(saveResults(st.Options().Root, fmt.Sprintf("bench-fleet-%d-%d", *n, *fleet), runs))
+		for _, r := range runs {
+			if len(r.NotMeasured) > 0 {
+				check(fmt.Errorf("%s: not measured: %s", r.Name, strings.Join(r.NotMeasured, ", ")))
+			}
+		}
 		return
 	}
 	var runs []run
@@ -186,11 +188,7 @@ func main() {
 		st.StopGateway()
 	}
 	report(runs)
-	out := filepath.Join(st.Options().Root, "e2e", "results", fmt.Sprintf("bench-scale-%d-%s.json", *n, time.Now().UTC().Format("20060102-150405")))
-	check(os.MkdirAll(filepath.Dir(out), 0o755))
-	b, _ := json.MarshalIndent(runs, "", "  ")
-	check(os.WriteFile(out, b, 0o644))
-	fmt.Println("results in", out)
+	check(saveResults(st.Options().Root, fmt.Sprintf("bench-scale-%d", *n), runs))
 	for _, r := range runs {
 		if len(r.NotMeasured) > 0 {
 			check(fmt.Errorf("%s: not measured: %s", r.Name, strings.Join(r.NotMeasured, ", ")))

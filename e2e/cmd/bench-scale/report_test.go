@@ -34,3 +34,25 @@ func TestNotMeasured(t *testing.T) {
 		t.Error("a complete run has readings not measured")
 	}
 }
+
+// The fleet's readings follow the same rule: one not taken fails the run
+// by name, and its cell says so.
+func TestFleetNotMeasured(t *testing.T) {
+	r := fleetRun{F: 10, HeapWithout: 1 << 20, HeapWith: -1, RSSWithout: 1, RSSWith: 2,
+		ControllerCPUPerChangeMs: perChange(5, -1, 3), HeldMs: []float64{1}}
+	got := fleetNotMeasured(r)
+	want := []string{"controller heap", "CPU per change", "F3 changes"}
+	if !slices.Equal(got, want) {
+		t.Errorf("fleetNotMeasured = %q, want %q", got, want)
+	}
+	if c := cell("%.2f MiB", r.perStream()); c != "not measured" {
+		t.Errorf("F1 without a heap reading = %q", c)
+	}
+	r.HeapWith = 11 << 20
+	if c := cell("%.2f MiB", r.perStream()); c != "1.00 MiB" {
+		t.Errorf("F1 = %q", c)
+	}
+	if perChange(5, 11, 3) != 2 {
+		t.Error("perChange(5, 11, 3) != 2")
+	}
+}
