@@ -46,6 +46,15 @@ type deltaCache struct {
 	watches  map[*deltaWatch]struct{}
 	now      func() time.Time
 	fullRuns int // requests answered by a full comparison
+
+	// Barriers (barrier.go): the barrier of each name's latest change, if
+	// any; passes says whether a node has passed one (nil: none is ever
+	// waited for).
+	needs    map[string]*barrier
+	passes   passer
+	maxAge   time.Duration            // a barrier older than this is passed by everyone
+	heldBack map[*deltaWatch]struct{} // open watches whose stream has names held back
+	swept    time.Time                // when needs were last rid of aged barriers
 }
 
 type item struct {
@@ -66,11 +75,13 @@ type logEntry struct {
 	name string
 }
 
-// sent is what one stream was sent: versions by name, complete up to seq.
+// sent is what one stream was sent: versions by name, complete up to seq
+// but for the names held back by a barrier its Envoy has not passed.
 type sent struct {
 	versions map[string]string
 	seq      uint64
 	used     time.Time
+	held     map[string]struct{}
 }
 
 type deltaWatch struct {
@@ -90,27 +101,28 @@ const (
 
 func newDeltaCache(typeURL string, sotw sotwCache) *deltaCache {
 	return &deltaCache{
-		sotw:    sotw,
-		typeURL: typeURL,
-		items:   map[string]*item{},
-		streams: map[uintptr]*sent{},
-		watches: map[*deltaWatch]struct{}{},
-		now:     time.Now,
+		sotw:     sotw,
+		typeURL:  typeURL,
+		items:    map[string]*item{},
+		streams:  map[uintptr]*sent{},
+		watches:  map[*deltaWatch]struct{}{},
+		heldBack: map[*deltaWatch]struct{}{},
+		needs:    map[string]*barrier{},
+		now:      time.Now,
 	}
 }
 
 // update applies a change (with versions computed by the server) and
-// answers the open delta watches it concerns.
-func (c *deltaCache) update(set map[string]entry, remove []string) error {
+// answers the open delta watches it concerns. With a barrier b, a delta
+// stream gets the change only once its Envoy has passed b, and the SotW
+// watches not at all: the server hands it to them with updateSotW once
+// the SotW Envoys hold what b asks for.
+func (c *deltaCache) update(set map[string]entry, remove []string, b *barrier) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var err error
-	if c.sotwLive {
-		up := make(map[string]types.Resource, len(set))
-		for n, e := range set {
-			up[n] = e.msg
-		}
-		err = c.sotw.UpdateResources(up, remove)
+	if c.sotwLive && b == nil {
+		err = c.updateSotWLocked(set, remove)
 	}
 	c.seq++
 	changed := make([]string, 0, len(set)+len(remove))
@@ -124,19 +136,89 @@ func (c *deltaCache) update(set map[string]entry, remove []string) error {
 	}
 	for _, n := range changed {
 		c.log = append(c.log, logEntry{seq: c.seq, name: n})
+		if b != nil {
+			c.needs[n] = b
+		} else {
+			delete(c.needs, n)
+		}
 	}
 	if len(c.log) > maxLog {
 		drop := len(c.log) - maxLog/2
 		c.logStart = c.log[drop-1].seq
 		c.log = slices.Clone(c.log[drop:])
 	}
-	for w := range c.watches {
-		if r := c.respondLocked(w, changed, false); r != nil {
-			w.out <- r
-			delete(c.watches, w)
-		}
-	}
+	c.answerWatchesLocked()
 	return err
+}
+
+// sotwOn says whether SotW watches have come (and so get changes).
+func (c *deltaCache) sotwOn() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sotwLive
+}
+
+// updateSotW hands a change to the SotW watches (see update).
+func (c *deltaCache) updateSotW(set map[string]entry, remove []string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.sotwLive {
+		return nil
+	}
+	return c.updateSotWLocked(set, remove)
+}
+
+func (c *deltaCache) updateSotWLocked(set map[string]entry, remove []string) error {
+	up := make(map[string]types.Resource, len(set))
+	for n, e := range set {
+		up[n] = e.msg
+	}
+	return c.sotw.UpdateResources(up, remove)
+}
+
+// answerWatchesLocked answers each open watch with what its stream has not
+// had of the log, as far as its barriers let it.
+func (c *deltaCache) answerWatchesLocked() {
+	for w := range c.watches {
+		c.answerLocked(w)
+	}
+}
+
+func (c *deltaCache) answerLocked(w *deltaWatch) {
+	if r := c.respondLocked(w, c.candidatesLocked(w), false); r != nil {
+		w.out <- r
+		delete(c.watches, w)
+		delete(c.heldBack, w)
+	} else if len(w.s.held) > 0 {
+		c.heldBack[w] = struct{}{}
+	} else {
+		delete(c.heldBack, w)
+	}
+}
+
+// candidatesLocked lists the names that may differ for w's stream: those
+// logged since it was answered, or, when the log no longer goes back that
+// far (a large change truncates it), every name it has or may want.
+func (c *deltaCache) candidatesLocked(w *deltaWatch) []string {
+	if w.s.seq >= c.logStart {
+		return c.sinceLocked(w.s.seq)
+	}
+	c.fullRuns++
+	out := slices.Collect(maps.Keys(w.s.versions))
+	if w.sub.IsWildcard() {
+		return append(out, slices.Collect(maps.Keys(c.items))...)
+	}
+	return append(out, slices.Collect(maps.Keys(w.sub.SubscribedResources()))...)
+}
+
+// sinceLocked lists the names logged after seq.
+func (c *deltaCache) sinceLocked(seq uint64) []string {
+	i, _ := slices.BinarySearchFunc(c.log, seq+1, func(e logEntry, seq uint64) int { return cmp.Compare(e.seq, seq) })
+	out := make([]string, 0, len(c.log)-i)
+	for _, e := range c.log[i:] {
+		out = append(out, e.name)
+	}
+	return out
 }
 
 // CreateWatch serves a SotW watch from the wrapped cache, loading it with
@@ -172,10 +254,7 @@ func (c *deltaCache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscri
 	var candidates []string
 	if s := c.streams[mapID(returned)]; s != nil && s.seq >= c.logStart {
 		w.s = s
-		i, _ := slices.BinarySearchFunc(c.log, s.seq+1, func(e logEntry, seq uint64) int { return cmp.Compare(e.seq, seq) })
-		for _, e := range c.log[i:] {
-			candidates = append(candidates, e.name)
-		}
+		candidates = c.sinceLocked(s.seq)
 		candidates = append(candidates, req.GetResourceNamesSubscribe()...)
 		candidates = append(candidates, req.GetResourceNamesUnsubscribe()...)
 	} else {
@@ -202,9 +281,13 @@ func (c *deltaCache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscri
 		return func() {}, nil
 	}
 	c.watches[w] = struct{}{}
+	if len(w.s.held) > 0 {
+		c.heldBack[w] = struct{}{}
+	}
 	return func() {
 		c.mu.Lock()
 		delete(c.watches, w)
+		delete(c.heldBack, w)
 		c.mu.Unlock()
 	}, nil
 }
@@ -215,6 +298,11 @@ func (c *deltaCache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscri
 func (c *deltaCache) respondLocked(w *deltaWatch, candidates []string, always bool) *deltaResponse {
 	r := &deltaResponse{req: w.req, version: strconv.FormatUint(c.seq, 10), returned: w.s.versions}
 	seen := make(map[string]bool, len(candidates))
+	node := w.req.GetNode().GetId()
+	// Names held back before are looked at again with the new ones.
+	for n := range w.s.held {
+		candidates = append(candidates, n)
+	}
 	wild := w.sub.IsWildcard()
 	subscribed := w.sub.SubscribedResources()
 	for _, n := range candidates {
@@ -222,6 +310,16 @@ func (c *deltaCache) respondLocked(w *deltaWatch, candidates []string, always bo
 			continue
 		}
 		seen[n] = true
+		if b := c.needs[n]; b != nil && c.now().Sub(b.made) > c.maxAge {
+			delete(c.needs, n) // passed by everyone, as all before it
+		} else if b != nil && c.passes != nil && !c.passes(node, b) {
+			if w.s.held == nil {
+				w.s.held = map[string]struct{}{}
+			}
+			w.s.held[n] = struct{}{}
+			continue
+		}
+		delete(w.s.held, n)
 		_, wanted := subscribed[n]
 		wanted = wanted || wild
 		it := c.items[n]

@@ -88,11 +88,11 @@ func TestDeltaCacheConverges(t *testing.T) {
 						m := route(name(), fmt.Sprint("c", rng.IntN(5)))
 						set[m.Name] = entry{msg: m, version: Version(m)}
 					}
-					if err := c.update(set, nil); err != nil {
+					if err := c.update(set, nil, nil); err != nil {
 						t.Fatal(err)
 					}
 				case k < 8:
-					if err := c.update(nil, []string{name()}); err != nil {
+					if err := c.update(nil, []string{name()}, nil); err != nil {
 						t.Fatal(err)
 					}
 				case !wildcard:
@@ -129,7 +129,7 @@ func TestDeltaCacheConverges(t *testing.T) {
 func TestDeltaCacheResponse(t *testing.T) {
 	c := newDeltaCache(RouteType, cache.NewLinearCache(RouteType))
 	a, b := route("a", "x"), route("b", "y")
-	if err := c.update(map[string]entry{"a": {msg: a, version: Version(a)}, "b": {msg: b, version: Version(b)}}, nil); err != nil {
+	if err := c.update(map[string]entry{"a": {msg: a, version: Version(a)}, "b": {msg: b, version: Version(b)}}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	s := openStream(t, c, nil)
@@ -147,7 +147,7 @@ func TestDeltaCacheResponse(t *testing.T) {
 	}
 	s.sub.SetReturnedResources(r.GetReturnedResources())
 	s.watch(&discovery.DeltaDiscoveryRequest{TypeUrl: RouteType, ResponseNonce: "1"})
-	if err := c.update(nil, []string{"a"}); err != nil {
+	if err := c.update(nil, []string{"a"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	resp, _ = (<-s.ch).GetDeltaDiscoveryResponse()

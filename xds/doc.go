@@ -40,23 +40,31 @@
 // LDS, RDS) when serving starts. The gRPC health service reports SERVING
 // from then on.
 //
-// Make before break. ADS answers are sent in the order the caches are
-// updated, but a type whose previous response is not yet ACKed gets its
-// update later, so ordering comes from waiting for ACKs. Each update round
-// (see Server.run):
+// Make before break, per Envoy. ADS answers are sent in the order the
+// caches are updated, but a type whose previous response is not yet ACKed
+// gets its update later, so ordering comes from ACKs. Each update round
+// (see Server.run) hands the caches everything at once:
 //
-//  1. upserts clusters, endpoints and secrets, and waits until every
-//     connected Envoy has ACKed the changed clusters and holds endpoints for
-//     each new EDS cluster (so it is warm), or has NACKed them;
-//  2. upserts route configurations, then applies scopes and listeners:
-//     Envoys never see a route to a cluster they do not have, a scope before
-//     its route configuration is served, or a listener before its secret;
-//  3. if clusters, endpoints, secrets or routes are no longer wanted, waits
-//     until every Envoy holds what step 2 changed, then removes them.
+//  1. clusters, endpoints and secrets;
+//  2. route configurations, then scopes and listeners, behind a barrier:
+//     a stream gets them once its Envoy has ACKed the changed clusters and
+//     holds endpoints for each new EDS cluster (so it is warm), or has
+//     NACKed them. Envoys never see a route to a cluster they do not have,
+//     a scope before its route configuration, or a listener before its
+//     secret;
+//  3. what is no longer wanted (route configurations, secrets, clusters,
+//     endpoints), behind a second barrier: a stream lets them go once its
+//     Envoy holds what step 2 changed, in this round and the ones before.
 //
-// Every wait is bounded by Options.AckTimeout, after which the round goes
-// on (logged). Rounds run one at a time on the names changed since the last
-// one; SetSnapshot, Update and SetEndpoints never block on Envoys.
+// A delta stream gets a name whose latest change has a barrier only once
+// its Envoy has passed that barrier (barrier.go); it keeps the name held
+// back meanwhile, and everything else goes on. So an Envoy that is slow or
+// stopped reading holds back its own stream and nobody else's. A barrier
+// older than Options.AckTimeout is passed by every Envoy. SotW streams,
+// which the caches cannot hold back one by one, get steps 2 and 3 once
+// every SotW Envoy has passed the barrier: among SotW Envoys the slowest
+// still sets the pace. Rounds never wait; SetSnapshot, Update and
+// SetEndpoints never block on Envoys.
 //
 // ACK/NACK tracking. go-control-plane's stream callbacks record what was
 // sent under which nonce and which nonce each Envoy ACKed or NACKed, per

@@ -1,49 +1,17 @@
 package xds
 
 import (
-	"context"
 	"slices"
-	"time"
 )
 
-// Whether connected nodes hold given resource versions: the server waits
-// on it between rounds, and readiness asks it per ingress.
+// Whether connected nodes hold given resource versions: barriers ask it
+// per node (barrier.go), and readiness per ingress.
 
-// ref is a resource version that connected nodes must hold before the
-// server moves on. For a cluster, eds names the endpoints it needs too.
+// ref is a resource version a node must hold. For a cluster, eds names
+// the endpoints it needs too.
 type ref struct {
 	typeURL, name, version string
 	eds                    string
-}
-
-// settled reports whether every connected node holds (or has rejected)
-// every ref that concerns it. Nodes found settled are added to done and not
-// checked again: a node only moves forward, and one that reconnects gets
-// the current state from the caches anyway.
-func (t *tracker) settled(refs []ref, done map[string]bool) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	all := true
-	for id, v := range t.viewsLocked() {
-		if done[id] {
-			continue
-		}
-		if v.holdsAll(refs) {
-			done[id] = true
-		} else {
-			all = false
-		}
-	}
-	return all
-}
-
-func (v *nodeView) holdsAll(refs []ref) bool {
-	for _, r := range refs {
-		if !v.holds(r) {
-			return false
-		}
-	}
-	return true
 }
 
 // synced splits nodes into those holding exactly (not rejecting) every ref
@@ -119,38 +87,3 @@ func (v *nodeView) holds(r ref) bool {
 	_, failed := ets.errors[r.eds]
 	return acked || failed
 }
-
-// waitSettled blocks until settled(refs), the timeout, or ctx is done. It
-// reports whether the nodes settled. Checks run at most every checkEvery,
-// however fast ACKs come in.
-func (t *tracker) waitSettled(ctx context.Context, refs []ref, timeout time.Duration) bool {
-	if len(refs) == 0 {
-		return true
-	}
-	ch, cancel := t.subscribe()
-	defer cancel()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	done := map[string]bool{}
-	for {
-		if t.settled(refs, done) {
-			return true
-		}
-		select {
-		case <-ch:
-		case <-timer.C:
-			return false
-		case <-ctx.Done():
-			return false
-		}
-		select {
-		case <-time.After(checkEvery):
-		case <-ctx.Done():
-			return false
-		}
-	}
-}
-
-// A round's refs are what it changed, so a check is cheap: ACKs that come
-// together are still looked at together.
-const checkEvery = time.Millisecond

@@ -38,10 +38,10 @@ type Options struct {
 	// carrying thousands of initial resource versions outgrow gRPC's 4 MiB
 	// default. Default 64 MiB.
 	MaxRecvMsgSize int
-	// AckTimeout bounds each make-before-break wait: how long the server waits
-	// for connected Envoys to ACK new clusters before sending the routes
-	// using them, and to ACK new routes before removing what they no longer
-	// use. Default 10s.
+	// AckTimeout bounds how long one Envoy's stream is held back waiting
+	// for that Envoy to ACK new clusters before it gets the routes using
+	// them, and new routes before it loses what they no longer use (for
+	// SotW Envoys, the wait for all of them). Default 10s.
 	AckTimeout time.Duration
 	// Registry receives the xDS metrics; nil registers nothing.
 	Registry prometheus.Registerer
@@ -65,10 +65,13 @@ type Server struct {
 	xds     serverv3.Server
 	health  *health.Server
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	kick   chan struct{}
-	done   chan struct{}
+	ctx      context.Context
+	cancel   context.CancelFunc
+	kick     chan struct{}
+	done     chan struct{}
+	sotwKick chan struct{}
+	now      func() time.Time
+	current  versions // served versions, for barriers
 
 	mu         sync.Mutex
 	desired    state                          // latest state handed in
@@ -81,6 +84,9 @@ type Server struct {
 	peers      *Peers         // Envoys of other replicas, if any
 	ready      bool
 	closed     bool
+	warmed     *barrier   // the latest round's clusters, chained to earlier ones
+	held       *barrier   // the latest round's routing, chained to earlier ones
+	sotwSteps  []sotwStep // changes the SotW watches have yet to get
 }
 
 // New builds a Server and starts its update loop; Close stops it.
@@ -98,17 +104,19 @@ func New(log *zap.Logger, opts Options) *Server {
 		opts.Replica = "sluice"
 	}
 	s := &Server{
-		log:     log,
-		opts:    opts,
-		m:       newMetrics(opts.Registry),
-		caches:  map[string]*deltaCache{},
-		health:  health.NewServer(),
-		kick:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
-		desired: state{},
-		served:  state{},
-		dirty:   map[string]map[string]struct{}{},
-		size:    map[string]int{},
+		log:      log,
+		opts:     opts,
+		m:        newMetrics(opts.Registry),
+		caches:   map[string]*deltaCache{},
+		health:   health.NewServer(),
+		kick:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		sotwKick: make(chan struct{}, 1),
+		now:      time.Now,
+		desired:  state{},
+		served:   state{},
+		dirty:    map[string]map[string]struct{}{},
+		size:     map[string]int{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cpLog := cpLogger{log.Sugar()}
@@ -123,6 +131,7 @@ func New(log *zap.Logger, opts Options) *Server {
 			sotw = newFullStateCache()
 		}
 		c := newDeltaCache(t, sotw)
+		c.passes, c.maxAge = s.passes, opts.AckTimeout
 		s.caches[t] = c
 		mux.Caches[t] = c
 		s.desired[t] = map[string]entry{}
@@ -136,6 +145,8 @@ func New(log *zap.Logger, opts Options) *Server {
 	s.xds = serverv3.NewServer(s.ctx, s.gate, s.callbacks(), sotw.WithOrderedADS(), sotw.WithLogger(cpLog))
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	go s.run()
+	go s.recheckLoop()
+	go s.sotwLoop()
 	return s
 }
 

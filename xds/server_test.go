@@ -289,10 +289,7 @@ func TestRemovalWaitsForRoutesAck(t *testing.T) {
 			t.Fatal(err)
 		}
 		rds := e.expect(RouteType, "rc")
-		e.none() // "b" stays while the old routes may still use it
-		if s.Served(ClusterType, "b") == "" {
-			t.Fatal("b removed before the new routes were ACKed")
-		}
+		e.none() // "b" stays with this Envoy while its old routes may still use it
 		e.ack(rds, "rc")
 		e.ack(e.expect(ClusterType, "a"))
 		eventually(t, "b's endpoints to go", func() bool { return s.Served(EndpointType, "b") == "" })
@@ -322,6 +319,83 @@ func TestRemovalWaitsForRoutesAck(t *testing.T) {
 			t.Fatalf("removals: %v", got)
 		}
 	})
+}
+
+// Make-before-break holds per Envoy: one that does not ACK the new
+// cluster gets no route to it, and the other gets its routes at once,
+// long before the ACK timeout; the stuck one gets them once it ACKs.
+func TestStuckEnvoyDelaysNobody(t *testing.T) {
+	s := startServer(t, Options{AckTimeout: time.Minute})
+	if err := s.SetSnapshot(snapshot([]string{"a"}, []string{"a"})); err != nil {
+		t.Fatal(err)
+	}
+	stuck := newDeltaEnvoy(t, s.addr, "envoy-stuck")
+	stuck.boot([]string{"a"})
+	fine := newDeltaEnvoy(t, s.addr, "envoy-fine")
+	fine.boot([]string{"a"})
+
+	next := snapshot([]string{"a", "b"}, []string{"a", "b"})
+	rc := []Ref{{TypeURL: RouteType, Name: "rc", Version: Version(next.Routes["rc"])}}
+	if err := s.SetSnapshot(next); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	cds := stuck.expect(ClusterType, []string{"b"}, nil) // and never ACKed, for now
+
+	fine.ack(fine.expect(ClusterType, []string{"b"}, nil))
+	fine.subscribe(EndpointType, "b")
+	fine.ack(fine.expect(EndpointType, []string{"b"}, nil))
+	fine.ack(fine.expect(RouteType, []string{"rc"}, nil))
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the other Envoy got its routes after %v", d)
+	}
+	eventually(t, "only the stuck Envoy behind", func() bool { return slices.Equal(s.Behind(rc), []string{"envoy-stuck"}) })
+	stuck.none() // no route to a cluster it does not hold
+
+	stuck.ack(cds)
+	stuck.subscribe(EndpointType, "b")
+	stuck.ack(stuck.expect(EndpointType, []string{"b"}, nil))
+	stuck.ack(stuck.expect(RouteType, []string{"rc"}, nil))
+	eventually(t, "every Envoy holding the routes", func() bool { return len(s.Behind(rc)) == 0 })
+}
+
+// Removals too: the Envoy that ACKs its new routes loses the unused
+// cluster at once; the one that does not keeps it until it does.
+func TestStuckEnvoyKeepsWhatItsRoutesUse(t *testing.T) {
+	s := startServer(t, Options{AckTimeout: time.Minute})
+	if err := s.SetSnapshot(snapshot([]string{"a", "b"}, []string{"a", "b"})); err != nil {
+		t.Fatal(err)
+	}
+	stuck := newDeltaEnvoy(t, s.addr, "envoy-stuck")
+	stuck.boot([]string{"a", "b"})
+	fine := newDeltaEnvoy(t, s.addr, "envoy-fine")
+	fine.boot([]string{"a", "b"})
+
+	if err := s.SetSnapshot(snapshot([]string{"a"}, []string{"a"})); err != nil {
+		t.Fatal(err)
+	}
+	rds := stuck.expect(RouteType, []string{"rc"}, nil) // not ACKed, for now
+	fine.ack(fine.expect(RouteType, []string{"rc"}, nil))
+	got := map[string][]string{}
+	for range 2 {
+		r := fine.recv()
+		got[r.GetTypeUrl()] = r.GetRemovedResources()
+		fine.ack(r)
+	}
+	if !slices.Equal(got[ClusterType], []string{"b"}) || !slices.Equal(got[EndpointType], []string{"b"}) {
+		t.Fatalf("removals for the Envoy that ACKed: %v", got)
+	}
+	stuck.none() // b stays while its old routes may use it
+	stuck.ack(rds)
+	got = map[string][]string{}
+	for range 2 {
+		r := stuck.recv()
+		got[r.GetTypeUrl()] = r.GetRemovedResources()
+		stuck.ack(r)
+	}
+	if !slices.Equal(got[ClusterType], []string{"b"}) || !slices.Equal(got[EndpointType], []string{"b"}) {
+		t.Fatalf("removals once the stuck Envoy ACKed: %v", got)
+	}
 }
 
 func TestAckTimeoutBoundsTheWait(t *testing.T) {

@@ -32,6 +32,7 @@ type tracker struct {
 	mu      sync.Mutex
 	streams map[streamKey]*streamState
 	nodes   map[string]int // node id -> open streams
+	byNode  map[string][]*streamState
 	subs    map[chan struct{}]struct{}
 }
 
@@ -72,6 +73,7 @@ func newTracker(m *metrics) *tracker {
 		now:     time.Now,
 		streams: map[streamKey]*streamState{},
 		nodes:   map[string]int{},
+		byNode:  map[string][]*streamState{},
 		subs:    map[chan struct{}]struct{}{},
 	}
 }
@@ -143,6 +145,10 @@ func (t *tracker) closed(key streamKey) {
 		if t.nodes[id]--; t.nodes[id] <= 0 {
 			delete(t.nodes, id)
 		}
+		t.byNode[id] = slices.DeleteFunc(t.byNode[id], func(o *streamState) bool { return o == st })
+		if len(t.byNode[id]) == 0 {
+			delete(t.byNode, id)
+		}
 		t.m.connected.Set(float64(len(t.nodes)))
 	}
 	t.notifyLocked()
@@ -154,6 +160,7 @@ func (t *tracker) setNodeLocked(st *streamState, node *core.Node) {
 	}
 	st.node = node
 	t.nodes[node.GetId()]++
+	t.byNode[node.GetId()] = append(t.byNode[node.GetId()], st)
 	t.m.connected.Set(float64(len(t.nodes)))
 	t.notifyLocked()
 }

@@ -135,6 +135,12 @@ func (s *Server) kickLoop() {
 // reach the cache, so only their subscribers hear about them. It returns
 // the refs that changed, a removed one with an empty version.
 func (s *Server) applyLocked(typeURL string, set map[string]entry, remove []string) []ref {
+	return s.applyAfterLocked(typeURL, set, remove, nil)
+}
+
+// applyAfterLocked is applyLocked with the change held back, per Envoy,
+// behind barrier b (barrier.go); nil holds nothing back.
+func (s *Server) applyAfterLocked(typeURL string, set map[string]entry, remove []string, b *barrier) []ref {
 	served := s.served[typeURL]
 	var update map[string]entry
 	var changed []ref
@@ -160,15 +166,20 @@ func (s *Server) applyLocked(typeURL string, set map[string]entry, remove []stri
 	for name, e := range update {
 		s.size[typeURL] += e.size - served[name].size
 		served[name] = e
+		s.current.set(typeURL, name, e.version)
 	}
 	sort.Strings(gone)
 	for _, name := range gone {
 		s.size[typeURL] -= served[name].size
 		delete(served, name)
+		s.current.set(typeURL, name, "")
 		changed = append(changed, ref{typeURL: typeURL, name: name})
 	}
-	if err := s.caches[typeURL].update(update, gone); err != nil {
+	if err := s.caches[typeURL].update(update, gone, b); err != nil {
 		s.log.Error("xds: updating cache", zap.String("type", typeLabel(typeURL)), zap.Error(err))
+	}
+	if b != nil && s.caches[typeURL].sotwOn() {
+		s.sotwSteps = append(s.sotwSteps, sotwStep{typeURL: typeURL, set: update, remove: gone, b: b})
 	}
 	s.m.resources.WithLabelValues(typeLabel(typeURL)).Set(float64(len(served)))
 	s.m.bytes.WithLabelValues(typeLabel(typeURL)).Set(float64(s.size[typeURL]))
@@ -178,19 +189,21 @@ func (s *Server) applyLocked(typeURL string, set map[string]entry, remove []stri
 }
 
 // run is the update loop. Each round takes the names changed since the
-// last one, with their desired resources at that moment, and
+// last one, with their desired resources at that moment, and hands the
+// caches, at once and in this order:
 //
-//  1. upserts clusters, endpoints and secrets, then waits until every
-//     connected Envoy has ACKed (or rejected) the changed clusters and holds
-//     endpoints for them, so routes never point at unknown clusters;
-//  2. upserts route configurations, then applies scopes and listeners
-//     (removals too);
-//  3. if route configurations, clusters, endpoints or secrets are to go,
-//     waits until every Envoy holds what step 2 changed, then removes those
-//     that are still not wanted.
+//  1. clusters, endpoints and secrets;
+//  2. route configurations, scopes and listeners (removals too), behind a
+//     barrier: an Envoy gets them once it holds the clusters of step 1 and
+//     their endpoints;
+//  3. the route configurations, clusters, endpoints and secrets no longer
+//     wanted, behind a second barrier: an Envoy lets them go once it holds
+//     what step 2 changed.
 //
-// Waits are bounded by Options.AckTimeout, so a stuck Envoy delays updates
-// but cannot stop them.
+// The barriers hold back each delta stream on its own (barrier.go), so no
+// Envoy waits for another. SotW Envoys, which the caches cannot hold back
+// one by one, get steps 2 and 3 from sotwLoop once every SotW Envoy holds
+// what the barrier asks for (bounded by Options.AckTimeout).
 func (s *Server) run() {
 	defer close(s.done)
 	for {
@@ -211,8 +224,8 @@ type work struct {
 
 func (s *Server) round() {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if !s.ready {
-		s.mu.Unlock()
 		return
 	}
 	gen := s.desiredGen
@@ -233,57 +246,41 @@ func (s *Server) round() {
 	warm = append(warm, s.applyLocked(clusterType, w[clusterType].set, nil)...)
 	s.applyLocked(endpointType, w[endpointType].set, nil)
 	warm = append(warm, s.applyLocked(secretType, w[secretType].set, nil)...)
-	s.mu.Unlock()
-
 	for i := range warm {
 		if warm[i].typeURL == clusterType {
 			warm[i].eds = edsName(warm[i].name, w[clusterType].set[warm[i].name])
 		}
 	}
-	if !s.tracker.waitSettled(s.ctx, warm, s.opts.AckTimeout) && s.ctx.Err() == nil {
-		s.log.Warn("xds: Envoys did not ACK new clusters in time; sending routes anyway", zap.Int("resources", len(warm)))
+	now := s.now()
+	// Routing waits for this round's clusters and every earlier round's:
+	// a scope of this round must not overtake a route configuration an
+	// earlier barrier still holds back in another cache.
+	if len(warm) > 0 {
+		s.warmed = &barrier{refs: warm, made: now, after: s.warmed}
+		s.warmed.forgetOlder(now.Add(-s.opts.AckTimeout))
 	}
-	if s.ctx.Err() != nil {
-		return
-	}
-
-	s.mu.Lock()
+	first := s.warmed
 	// What this round changed in routing (scopes and listeners removed
-	// count too) is what Envoys must hold before anything it leaves
+	// count too) is what an Envoy must hold before anything it leaves
 	// unused goes.
 	var hold []ref
-	hold = append(hold, s.applyLocked(routeType, w[routeType].set, nil)...)
-	hold = append(hold, s.applyLocked(scopeType, w[scopeType].set, w[scopeType].remove)...)
-	hold = append(hold, s.applyLocked(listenerType, w[listenerType].set, w[listenerType].remove)...)
+	hold = append(hold, s.applyAfterLocked(routeType, w[routeType].set, nil, first)...)
+	hold = append(hold, s.applyAfterLocked(scopeType, w[scopeType].set, w[scopeType].remove, first)...)
+	hold = append(hold, s.applyAfterLocked(listenerType, w[listenerType].set, w[listenerType].remove, first)...)
 	s.setAppliedLocked(gen, listenerRefs(s.desired))
-	s.mu.Unlock()
-	stale := false
+	if len(hold) > 0 {
+		s.held = &barrier{refs: hold, made: now, after: s.held}
+		s.held.forgetOlder(now.Add(-s.opts.AckTimeout))
+	}
+	// Removals wait for every round's routing so far: what this one left
+	// unused may have been left unused by an earlier one.
 	for _, t := range []string{routeType, secretType, clusterType, endpointType} {
-		stale = stale || len(w[t].remove) > 0
+		s.applyAfterLocked(t, nil, w[t].remove, s.held)
 	}
-	if !stale {
-		return
-	}
-
-	// Envoys must hold this round's listeners, scopes and routes before
-	// anything goes.
-	if !s.tracker.waitSettled(s.ctx, hold, s.opts.AckTimeout) && s.ctx.Err() == nil {
-		s.log.Warn("xds: Envoys did not ACK new routes in time; removing unused resources anyway")
-	}
-	if s.ctx.Err() != nil {
-		return
-	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, t := range []string{routeType, secretType, clusterType, endpointType} {
-		// A newer change may want it again.
-		var gone []string
-		for _, name := range w[t].remove {
-			if _, wanted := s.desired[t][name]; !wanted {
-				gone = append(gone, name)
-			}
+	if len(s.sotwSteps) > 0 {
+		select {
+		case s.sotwKick <- struct{}{}:
+		default:
 		}
-		s.applyLocked(t, nil, gone)
 	}
 }

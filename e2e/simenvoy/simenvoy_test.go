@@ -114,7 +114,8 @@ func waitFor(t *testing.T, what string, f func() bool) {
 // Simulated Envoys, delta and SotW, get the whole configuration as Envoy
 // would (scopes, then the route configurations they name; clusters, then
 // their endpoints), ACK it so the server counts them in sync, and get a
-// new ingress; one frozen delta client does not get it until thawed.
+// new ingress; one frozen delta client does not get it until thawed, and
+// does not hold the others back (the server's ACK timeout is 10 s).
 func TestFleetFollowsTheServer(t *testing.T) {
 	s := serve(t, 5)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -153,6 +154,9 @@ func TestFleetFollowsTheServer(t *testing.T) {
 		t.Errorf("%d clients hold it, with one frozen", n)
 	}
 	t.Logf("with one client frozen, the others held the new ingress in %v", slowest)
+	if slowest > 2*time.Second {
+		t.Errorf("the frozen client held the others back: %v", slowest)
+	}
 	f.Thaw(0)
 	waitFor(t, "the thawed client", func() bool { n, _ := f.Held(resource.RouteType, rc); return n == 4 })
 
@@ -161,5 +165,57 @@ func TestFleetFollowsTheServer(t *testing.T) {
 	waitFor(t, "the joined client ready", func() bool { return f.Stats().Ready == 5 })
 	if f.client(i).readyAt.IsZero() {
 		t.Error("joined client not ready")
+	}
+}
+
+// A huge ingress created and deleted among small ones, as the e2e fuzzer
+// does: every client ends holding the small ones and none of the huge
+// one's route configuration, well before the ACK timeout. Its 60,000
+// scopes overflow the caches' logs, which a watch open at the time must
+// not lose.
+func TestChurnWithAHugeIngress(t *testing.T) {
+	s := serve(t, 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f := Start(ctx, Options{Addr: s.addr}, 3)
+	waitFor(t, "3 clients ready", func() bool { return f.Stats().Ready == 3 })
+
+	huge := ingress(100)
+	for k := range 20000 {
+		huge.Spec.Rules[1].Hosts = append(huge.Spec.Rules[1].Hosts, fmt.Sprintf("h%d.example.com", k))
+	}
+	hugeRC := translator.IngressRoutes(huge.Namespace, huge.Name)
+	var start time.Time
+	for i := 3; i < 8; i++ {
+		if i == 4 {
+			s.tab.Set(translator.Translate(huge, anyService{}, &s.cfg))
+			s.publish(t)
+		}
+		if i == 6 {
+			start = time.Now()
+			s.tab.Delete(huge.Namespace + "/" + huge.Name)
+			s.publish(t)
+		}
+		rc := translator.IngressRoutes(ingress(i).Namespace, ingress(i).Name)
+		f.Expect(resource.RouteType, rc)
+		s.tab.Set(translator.Translate(ingress(i), anyService{}, &s.cfg))
+		s.publish(t)
+		waitFor(t, rc+" at every client", func() bool { n, _ := f.Held(resource.RouteType, rc); return n == 3 })
+	}
+	waitFor(t, "the huge ingress gone from every client", func() bool {
+		for _, c := range f.clients {
+			c.mu.Lock()
+			_, has := c.held[resource.RouteType][f.names.id(hugeRC)]
+			c.mu.Unlock()
+			if has {
+				return false
+			}
+		}
+		return true
+	})
+	// The huge removal truncates the caches' logs; nothing may wait for
+	// the ACK timeout (10 s) to get past it.
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("from the huge ingress's deletion to every client past it: %v", d)
 	}
 }

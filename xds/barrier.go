@@ -1,0 +1,146 @@
+package xds
+
+import (
+	"maps"
+	"sync"
+	"time"
+)
+
+// Make-before-break per Envoy. A round logs everything at once; what must
+// reach an Envoy only after something else (routes after the clusters they
+// use, removals after the routes that stopped using them) is logged with a
+// barrier, and a delta stream gets a name whose latest change has a
+// barrier only once its Envoy has passed it; the other names go on. So an
+// Envoy that is slow, or stopped reading, holds back its own stream and
+// nobody else's, and a barrier never waits behind another.
+
+// barrier is what an Envoy must hold before its stream gets what was logged
+// with it.
+type barrier struct {
+	refs  []ref
+	made  time.Time
+	after *barrier // passed only once this one is too (nil: none)
+}
+
+// forgetOlder cuts the chain of barriers before the first made before t:
+// those are passed by everyone.
+func (b *barrier) forgetOlder(t time.Time) {
+	for ; b != nil; b = b.after {
+		if b.after != nil && b.after.made.Before(t) {
+			b.after = nil
+		}
+	}
+}
+
+// passer says whether a node has passed a barrier.
+type passer func(node string, b *barrier) bool
+
+// passes: the node holds (or has rejected) each of the barrier's resources
+// that is still served at that version, and has passed the barrier before
+// it; a barrier older than the ACK timeout is passed by everyone, as the
+// fleet-wide wait was bounded. A resource served at another version since
+// was superseded: a later barrier asks for that one.
+func (s *Server) passes(node string, b *barrier) bool {
+	for ; b != nil; b = b.after {
+		if s.now().Sub(b.made) > s.opts.AckTimeout {
+			return true // and so are those before it
+		}
+		if !s.tracker.nodeHolds(node, b.refs, s.current.get) {
+			return false
+		}
+	}
+	return true
+}
+
+// nodeHolds reports whether node holds every ref still current.
+func (t *tracker) nodeHolds(node string, refs []ref, current func(typeURL, name string) string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	streams := t.byNode[node]
+	if len(streams) == 0 {
+		return true // gone: nothing to wait for
+	}
+	v := &nodeView{types: map[string]*typeState{}}
+	for _, st := range streams {
+		maps.Copy(v.types, st.types)
+	}
+	for _, r := range refs {
+		if r.version != "" && current(r.typeURL, r.name) != r.version {
+			continue
+		}
+		if !v.holds(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// versions is the version served of each resource, by type: read under a
+// lock of its own, since caches ask it while holding theirs.
+type versions struct {
+	mu sync.RWMutex
+	m  map[string]map[string]string
+}
+
+func (v *versions) set(typeURL, name, version string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil {
+		v.m = map[string]map[string]string{}
+	}
+	if v.m[typeURL] == nil {
+		v.m[typeURL] = map[string]string{}
+	}
+	if version == "" {
+		delete(v.m[typeURL], name)
+	} else {
+		v.m[typeURL][name] = version
+	}
+}
+
+func (v *versions) get(typeURL, name string) string {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.m[typeURL][name]
+}
+
+// recheckLoop answers the watches a barrier held back whenever an Envoy
+// ACKs, NACKs, connects or leaves, and as barriers age out.
+func (s *Server) recheckLoop() {
+	ch, cancel := s.tracker.subscribe()
+	defer cancel()
+	tick := time.NewTicker(s.opts.AckTimeout / 20)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-ch:
+		case <-tick.C:
+		}
+		for _, t := range allTypes {
+			s.caches[t].recheck()
+		}
+	}
+}
+
+// recheck answers the open watches a barrier held back, now that an Envoy
+// may have passed it.
+func (c *deltaCache) recheck() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now := c.now(); now.Sub(c.swept) > c.maxAge {
+		c.swept = now
+		for n, b := range c.needs {
+			if now.Sub(b.made) > c.maxAge {
+				delete(c.needs, n)
+			}
+		}
+	}
+	if len(c.heldBack) == 0 {
+		return
+	}
+	for w := range c.heldBack {
+		c.answerLocked(w)
+	}
+}
