@@ -26,7 +26,9 @@ import (
 type prober struct {
 	ok, bad atomic.Int64
 	mu      sync.Mutex
-	errs    []string
+	errs    []string       // the first ten failures
+	last    string         // and the last, to tell a burst from a standing fault
+	failed  map[string]int // failures by host
 	byName  map[string]int
 	stop    chan struct{}
 	done    sync.WaitGroup
@@ -38,7 +40,7 @@ func startProber(host string, workers int) *prober {
 
 // startProberOn is startProber taking turns over several hosts.
 func startProberOn(hosts []string, workers int) *prober {
-	p := &prober{stop: make(chan struct{}), byName: map[string]int{}}
+	p := &prober{stop: make(chan struct{}), byName: map[string]int{}, failed: map[string]int{}}
 	for w := 0; w < workers; w++ {
 		p.done.Add(1)
 		go func() {
@@ -53,14 +55,16 @@ func startProberOn(hosts []string, workers int) *prober {
 				}
 				resp, err := c.Get("http://" + host + "/")
 				if err != nil {
-					p.fail(err.Error())
+					p.fail(host, err.Error())
 					continue
 				}
 				name := resp.Header.Get("X-Backend")
+				body, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusOK {
-					p.fail(fmt.Sprintf("status %d via %q", resp.StatusCode, resp.Header.Get("server")))
+					// Envoy's own answers say why in the body.
+					p.fail(host, fmt.Sprintf("status %d via %q: %q", resp.StatusCode, resp.Header.Get("server"), body))
 					continue
 				}
 				p.ok.Add(1)
@@ -73,12 +77,15 @@ func startProberOn(hosts []string, workers int) *prober {
 	return p
 }
 
-func (p *prober) fail(msg string) {
+func (p *prober) fail(host, msg string) {
 	p.bad.Add(1)
+	msg = time.Now().Format("15:04:05.000") + " " + host + ": " + msg
 	p.mu.Lock()
 	if len(p.errs) < 10 {
-		p.errs = append(p.errs, time.Now().Format("15:04:05.000")+" "+msg)
+		p.errs = append(p.errs, msg)
 	}
+	p.last = msg
+	p.failed[host]++
 	p.mu.Unlock()
 }
 
@@ -88,7 +95,7 @@ func (p *prober) finish(t *testing.T) {
 	p.done.Wait()
 	t.Logf("prober: %d ok, %d failed, by backend %v", p.ok.Load(), p.bad.Load(), p.byName)
 	if p.bad.Load() != 0 {
-		t.Errorf("%d requests failed while the config changed; first: %v", p.bad.Load(), p.errs)
+		t.Errorf("%d requests failed while the config changed, by host %v; first: %v; last: %s", p.bad.Load(), p.failed, p.errs, p.last)
 	}
 	if p.ok.Load() < 100 {
 		t.Errorf("only %d requests succeeded: the prober did not really run", p.ok.Load())

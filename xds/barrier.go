@@ -17,16 +17,17 @@ import (
 // barrier is what an Envoy must hold before its stream gets what was logged
 // with it.
 type barrier struct {
-	refs  []ref
-	made  time.Time
-	after *barrier // passed only once this one is too (nil: none)
+	refs     []ref
+	deadline time.Time // from then on, everyone has passed it
+	after    *barrier  // passed only once this one is too (nil: none)
 }
 
-// forgetOlder cuts the chain of barriers before the first made before t:
-// those are passed by everyone.
-func (b *barrier) forgetOlder(t time.Time) {
+// forgetPassed cuts the chain of barriers before the first whose deadline
+// is before t: those are passed by everyone. Deadlines grow along a
+// chain.
+func (b *barrier) forgetPassed(t time.Time) {
 	for ; b != nil; b = b.after {
-		if b.after != nil && b.after.made.Before(t) {
+		if b.after != nil && b.after.deadline.Before(t) {
 			b.after = nil
 		}
 	}
@@ -36,13 +37,13 @@ func (b *barrier) forgetOlder(t time.Time) {
 type passer func(node string, b *barrier) bool
 
 // passes: the node holds (or has rejected) each of the barrier's resources
-// that is still served at that version, and has passed the barrier before
-// it; a barrier older than the ACK timeout is passed by everyone, as the
+// that is still served at that version (or, removed, still not served),
+// and has passed the barrier before it; a barrier older than the ACK timeout is passed by everyone, as the
 // fleet-wide wait was bounded. A resource served at another version since
 // was superseded: a later barrier asks for that one.
 func (s *Server) passes(node string, b *barrier) bool {
 	for ; b != nil; b = b.after {
-		if s.now().Sub(b.made) > s.opts.AckTimeout {
+		if s.now().After(b.deadline) {
 			return true // and so are those before it
 		}
 		if !s.tracker.nodeHolds(node, b.refs, s.current.get) {
@@ -65,8 +66,8 @@ func (t *tracker) nodeHolds(node string, refs []ref, current func(typeURL, name 
 		maps.Copy(v.types, st.types)
 	}
 	for _, r := range refs {
-		if r.version != "" && current(r.typeURL, r.name) != r.version {
-			continue
+		if current(r.typeURL, r.name) != r.version {
+			continue // superseded (a removed one served again, too)
 		}
 		if !v.holds(r) {
 			return false
@@ -104,35 +105,39 @@ func (v *versions) get(typeURL, name string) string {
 	return v.m[typeURL][name]
 }
 
-// recheckLoop answers the watches a barrier held back whenever an Envoy
-// ACKs, NACKs, connects or leaves, and as barriers age out.
+// recheckLoop answers the watches a barrier held back for the nodes that
+// ACKed, NACKed, connected or left since it last looked, and every held
+// back watch as barriers age out; so an ACK costs the watches of its own
+// node, not the fleet's.
 func (s *Server) recheckLoop() {
 	ch, cancel := s.tracker.subscribe()
 	defer cancel()
 	tick := time.NewTicker(s.opts.AckTimeout / 20)
 	defer tick.Stop()
 	for {
+		var nodes map[string]struct{} // nil: all
 		select {
 		case <-s.ctx.Done():
 			return
 		case <-ch:
+			nodes = s.tracker.takeMoved()
 		case <-tick.C:
 		}
 		for _, t := range allTypes {
-			s.caches[t].recheck()
+			s.caches[t].recheck(nodes)
 		}
 	}
 }
 
-// recheck answers the open watches a barrier held back, now that an Envoy
-// may have passed it.
-func (c *deltaCache) recheck() {
+// recheck answers the open watches a barrier held back for nodes (nil:
+// every node), now that they may have passed it.
+func (c *deltaCache) recheck(nodes map[string]struct{}) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if now := c.now(); now.Sub(c.swept) > c.maxAge {
+	if now := c.now(); now.Sub(c.swept) > c.sweepEvery {
 		c.swept = now
 		for n, b := range c.needs {
-			if now.Sub(b.made) > c.maxAge {
+			if now.After(b.deadline) {
 				delete(c.needs, n)
 			}
 		}
@@ -140,7 +145,36 @@ func (c *deltaCache) recheck() {
 	if len(c.heldBack) == 0 {
 		return
 	}
-	for w := range c.heldBack {
-		c.answerLocked(w)
+	if nodes == nil {
+		for _, ws := range c.heldBack {
+			for w := range ws {
+				c.answerLocked(w)
+			}
+		}
+		return
 	}
+	for n := range nodes {
+		for w := range c.heldBack[n] {
+			c.answerLocked(w)
+		}
+	}
+}
+
+// setHeldBackLocked files w among the watches held back for its node, or
+// takes it out.
+func (c *deltaCache) setHeldBackLocked(w *deltaWatch, held bool) {
+	node := w.req.GetNode().GetId()
+	ws := c.heldBack[node]
+	if !held {
+		delete(ws, w)
+		if len(ws) == 0 {
+			delete(c.heldBack, node)
+		}
+		return
+	}
+	if ws == nil {
+		ws = map[*deltaWatch]struct{}{}
+		c.heldBack[node] = ws
+	}
+	ws[w] = struct{}{}
 }

@@ -50,11 +50,11 @@ type deltaCache struct {
 	// Barriers (barrier.go): the barrier of each name's latest change, if
 	// any; passes says whether a node has passed one (nil: none is ever
 	// waited for).
-	needs    map[string]*barrier
-	passes   passer
-	maxAge   time.Duration            // a barrier older than this is passed by everyone
-	heldBack map[*deltaWatch]struct{} // open watches whose stream has names held back
-	swept    time.Time                // when needs were last rid of aged barriers
+	needs      map[string]*barrier
+	passes     passer
+	sweepEvery time.Duration                       // how often needs are rid of barriers past their deadline
+	heldBack   map[string]map[*deltaWatch]struct{} // by node: open watches whose stream has names held back
+	swept      time.Time                           // when needs were last rid of aged barriers
 }
 
 type item struct {
@@ -106,7 +106,7 @@ func newDeltaCache(typeURL string, sotw sotwCache) *deltaCache {
 		items:    map[string]*item{},
 		streams:  map[uintptr]*sent{},
 		watches:  map[*deltaWatch]struct{}{},
-		heldBack: map[*deltaWatch]struct{}{},
+		heldBack: map[string]map[*deltaWatch]struct{}{},
 		needs:    map[string]*barrier{},
 		now:      time.Now,
 	}
@@ -188,11 +188,9 @@ func (c *deltaCache) answerLocked(w *deltaWatch) {
 	if r := c.respondLocked(w, c.candidatesLocked(w), false); r != nil {
 		w.out <- r
 		delete(c.watches, w)
-		delete(c.heldBack, w)
-	} else if len(w.s.held) > 0 {
-		c.heldBack[w] = struct{}{}
+		c.setHeldBackLocked(w, false)
 	} else {
-		delete(c.heldBack, w)
+		c.setHeldBackLocked(w, len(w.s.held) > 0)
 	}
 }
 
@@ -281,13 +279,11 @@ func (c *deltaCache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscri
 		return func() {}, nil
 	}
 	c.watches[w] = struct{}{}
-	if len(w.s.held) > 0 {
-		c.heldBack[w] = struct{}{}
-	}
+	c.setHeldBackLocked(w, len(w.s.held) > 0)
 	return func() {
 		c.mu.Lock()
 		delete(c.watches, w)
-		delete(c.heldBack, w)
+		c.setHeldBackLocked(w, false)
 		c.mu.Unlock()
 	}, nil
 }
@@ -310,7 +306,7 @@ func (c *deltaCache) respondLocked(w *deltaWatch, candidates []string, always bo
 			continue
 		}
 		seen[n] = true
-		if b := c.needs[n]; b != nil && c.now().Sub(b.made) > c.maxAge {
+		if b := c.needs[n]; b != nil && c.now().After(b.deadline) {
 			delete(c.needs, n) // passed by everyone, as all before it
 		} else if b != nil && c.passes != nil && !c.passes(node, b) {
 			if w.s.held == nil {

@@ -59,8 +59,10 @@
 // A delta stream gets a name whose latest change has a barrier only once
 // its Envoy has passed that barrier (barrier.go); it keeps the name held
 // back meanwhile, and everything else goes on. So an Envoy that is slow or
-// stopped reading holds back its own stream and nobody else's. A barrier
-// older than Options.AckTimeout is passed by every Envoy. SotW streams,
+// stopped reading holds back its own stream and nobody else's. Every Envoy
+// passes a barrier at its deadline: Options.AckTimeout after the round for
+// step 2, twice that for step 3 (it may follow step 2's wait). An ACK
+// rechecks the held-back watches of its own Envoy only. SotW streams,
 // which the caches cannot hold back one by one, get steps 2 and 3 once
 // every SotW Envoy has passed the barrier: among SotW Envoys the slowest
 // still sets the pace. Rounds never wait; SetSnapshot, Update and

@@ -131,7 +131,7 @@ func New(log *zap.Logger, opts Options) *Server {
 			sotw = newFullStateCache()
 		}
 		c := newDeltaCache(t, sotw)
-		c.passes, c.maxAge = s.passes, opts.AckTimeout
+		c.passes, c.sweepEvery = s.passes, opts.AckTimeout
 		s.caches[t] = c
 		mux.Caches[t] = c
 		s.desired[t] = map[string]entry{}

@@ -33,6 +33,7 @@ type tracker struct {
 	streams map[streamKey]*streamState
 	nodes   map[string]int // node id -> open streams
 	byNode  map[string][]*streamState
+	moved   map[string]struct{} // nodes that ACKed, NACKed, came or went since takeMoved
 	subs    map[chan struct{}]struct{}
 }
 
@@ -74,6 +75,7 @@ func newTracker(m *metrics) *tracker {
 		streams: map[streamKey]*streamState{},
 		nodes:   map[string]int{},
 		byNode:  map[string][]*streamState{},
+		moved:   map[string]struct{}{},
 		subs:    map[chan struct{}]struct{}{},
 	}
 }
@@ -109,6 +111,24 @@ func (t *tracker) subscribe() (<-chan struct{}, func()) {
 		delete(t.subs, ch)
 		t.mu.Unlock()
 	}
+}
+
+// takeMoved returns the nodes that ACKed, NACKed, connected or left since
+// it was last called.
+func (t *tracker) takeMoved() map[string]struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m := t.moved
+	t.moved = map[string]struct{}{}
+	return m
+}
+
+// movedLocked records that st's node moved, and tells the subscribers.
+func (t *tracker) movedLocked(st *streamState) {
+	if st.node != nil {
+		t.moved[st.node.GetId()] = struct{}{}
+	}
+	t.notifyLocked()
 }
 
 func (t *tracker) notify() {
@@ -151,7 +171,7 @@ func (t *tracker) closed(key streamKey) {
 		}
 		t.m.connected.Set(float64(len(t.nodes)))
 	}
-	t.notifyLocked()
+	t.movedLocked(st)
 }
 
 func (t *tracker) setNodeLocked(st *streamState, node *core.Node) {
@@ -162,7 +182,7 @@ func (t *tracker) setNodeLocked(st *streamState, node *core.Node) {
 	t.nodes[node.GetId()]++
 	t.byNode[node.GetId()] = append(t.byNode[node.GetId()], st)
 	t.m.connected.Set(float64(len(t.nodes)))
-	t.notifyLocked()
+	t.movedLocked(st)
 }
 
 // onRequest handles a SotW request: its resource names are the whole
@@ -209,6 +229,9 @@ func (t *tracker) requestStateLocked(key streamKey, node *core.Node, typeURL str
 		return nil, "", false
 	}
 	t.setNodeLocked(st, node)
+	if st.node != nil {
+		t.moved[st.node.GetId()] = struct{}{} // told when the caller notifies
+	}
 	if typeURL == "" {
 		typeURL = st.defaultType
 	}

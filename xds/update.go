@@ -256,8 +256,8 @@ func (s *Server) round() {
 	// a scope of this round must not overtake a route configuration an
 	// earlier barrier still holds back in another cache.
 	if len(warm) > 0 {
-		s.warmed = &barrier{refs: warm, made: now, after: s.warmed}
-		s.warmed.forgetOlder(now.Add(-s.opts.AckTimeout))
+		s.warmed = &barrier{refs: warm, deadline: now.Add(s.opts.AckTimeout), after: s.warmed}
+		s.warmed.forgetPassed(now)
 	}
 	first := s.warmed
 	// What this round changed in routing (scopes and listeners removed
@@ -269,8 +269,11 @@ func (s *Server) round() {
 	hold = append(hold, s.applyAfterLocked(listenerType, w[listenerType].set, w[listenerType].remove, first)...)
 	s.setAppliedLocked(gen, listenerRefs(s.desired))
 	if len(hold) > 0 {
-		s.held = &barrier{refs: hold, made: now, after: s.held}
-		s.held.forgetOlder(now.Add(-s.opts.AckTimeout))
+		// Its Envoy may get those only at the first barrier's deadline:
+		// each wait gets its own AckTimeout, as when they came one
+		// after the other.
+		s.held = &barrier{refs: hold, deadline: now.Add(2 * s.opts.AckTimeout), after: s.held}
+		s.held.forgetPassed(now)
 	}
 	// Removals wait for every round's routing so far: what this one left
 	// unused may have been left unused by an earlier one.

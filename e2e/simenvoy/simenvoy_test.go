@@ -59,7 +59,7 @@ type served struct {
 	addr string
 }
 
-func serve(t *testing.T, n int) *served {
+func serve(t testing.TB, n int) *served {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -79,7 +79,7 @@ func serve(t *testing.T, n int) *served {
 	return s
 }
 
-func (s *served) publish(t *testing.T) {
+func (s *served) publish(t testing.TB) {
 	t.Helper()
 	out := s.tab.Build()
 	eps := map[string]*endpointv3.ClusterLoadAssignment{}
@@ -100,7 +100,7 @@ func (s *served) publish(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, what string, f func() bool) {
+func waitFor(t testing.TB, what string, f func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !f() {
