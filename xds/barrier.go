@@ -20,7 +20,17 @@ type barrier struct {
 	refs     []ref
 	deadline time.Time // from then on, everyone has passed it
 	after    *barrier  // passed only once this one is too (nil: none)
+	chain    int       // warmedChain or heldChain
+	seq      uint64    // grows along a chain
 }
+
+// The two chains of barriers: the clusters routing waits for, and the
+// routing removals wait for.
+const (
+	warmedChain = iota
+	heldChain
+	chains
+)
 
 // forgetPassed cuts the chain of barriers before the first whose deadline
 // is before t: those are passed by everyone. Deadlines grow along a
@@ -38,41 +48,49 @@ type passer func(node string, b *barrier) bool
 
 // passes: the node holds (or has rejected) each of the barrier's resources
 // that is still served at that version (or, removed, still not served),
-// and has passed the barrier before it; a barrier older than the ACK timeout is passed by everyone, as the
-// fleet-wide wait was bounded. A resource served at another version since
-// was superseded: a later barrier asks for that one.
+// and has passed the barrier before it. A resource served at another
+// version since was superseded: a later barrier asks for that one. Past
+// its deadline, everyone has passed a barrier and those before it.
 func (s *Server) passes(node string, b *barrier) bool {
-	for ; b != nil; b = b.after {
-		if s.now().After(b.deadline) {
-			return true // and so are those before it
-		}
-		if !s.tracker.nodeHolds(node, b.refs, s.current.get) {
-			return false
-		}
-	}
-	return true
+	return s.tracker.passes(node, b, s.now(), s.current.get)
 }
 
-// nodeHolds reports whether node holds every ref still current.
-func (t *tracker) nodeHolds(node string, refs []ref, current func(typeURL, name string) string) bool {
+// passes is Server.passes. What a node has passed is remembered per chain
+// (the newest barrier's seq), so asking again costs a map lookup; a node
+// that connects or leaves starts over, as a restarted Envoy holds nothing.
+func (t *tracker) passes(node string, b *barrier, now time.Time, current func(typeURL, name string) string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	streams := t.byNode[node]
 	if len(streams) == 0 {
 		return true // gone: nothing to wait for
 	}
-	v := &nodeView{types: map[string]*typeState{}}
-	for _, st := range streams {
-		maps.Copy(v.types, st.types)
+	memo := t.passed[node]
+	if memo == nil {
+		memo = &[chains]uint64{}
+		t.passed[node] = memo
 	}
-	for _, r := range refs {
-		if current(r.typeURL, r.name) != r.version {
-			continue // superseded (a removed one served again, too)
+	var v *nodeView
+	for x := b; x != nil && x.seq > memo[x.chain]; x = x.after {
+		if now.After(x.deadline) {
+			break // and so are those before it
 		}
-		if !v.holds(r) {
-			return false
+		if v == nil {
+			v = &nodeView{types: map[string]*typeState{}}
+			for _, st := range streams {
+				maps.Copy(v.types, st.types)
+			}
+		}
+		for _, r := range x.refs {
+			if current(r.typeURL, r.name) != r.version {
+				continue // superseded (a removed one served again, too)
+			}
+			if !v.holds(r) {
+				return false
+			}
 		}
 	}
+	memo[b.chain] = max(memo[b.chain], b.seq)
 	return true
 }
 

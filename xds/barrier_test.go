@@ -2,40 +2,73 @@ package xds
 
 import (
 	"testing"
+	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 )
 
+// connectHolding opens a delta stream for node holding listeners at the
+// given versions, as a reconnecting Envoy announces them.
+func connectHolding(tr *tracker, id int64, node string, held map[string]string) {
+	tr.open(streamKey{delta: true, id: id}, "")
+	tr.onDeltaRequest(id, &discovery.DeltaDiscoveryRequest{
+		Node: &core.Node{Id: node}, TypeUrl: listenerType, InitialResourceVersions: held,
+	})
+}
+
 // A barrier asks only for what is still served as it says: a resource
 // changed since, or removed and then served again, is a later barrier's
 // business. Otherwise a name deleted and created again (a KIngress
 // re-created with its host) would hold back every later removal for that
-// Envoy until the barrier aged out.
+// Envoy until the barrier's deadline.
 func TestBarrierSkipsWhatWasSuperseded(t *testing.T) {
 	tr := newTracker(newMetrics(nil))
-	key := streamKey{delta: true, id: 1}
-	tr.open(key, "")
-	tr.onDeltaRequest(1, &discovery.DeltaDiscoveryRequest{
-		Node: &core.Node{Id: "envoy-1"}, TypeUrl: listenerType,
-		InitialResourceVersions: map[string]string{"l": "v2"},
-	})
+	connectHolding(tr, 1, "envoy-1", map[string]string{"l": "v2"})
 	served := map[string]string{}
 	current := func(_, name string) string { return served[name] }
+	now := time.Now()
+	seq := uint64(0)
+	at := func(refs ...ref) *barrier {
+		seq++
+		return &barrier{refs: refs, deadline: now.Add(time.Minute), chain: heldChain, seq: seq}
+	}
 
-	removed := []ref{{typeURL: listenerType, name: "l"}} // "l" removed, then...
-	if tr.nodeHolds("envoy-1", removed, current) {
+	removed := at(ref{typeURL: listenerType, name: "l"}) // "l" removed, then...
+	if tr.passes("envoy-1", removed, now, current) {
 		t.Fatal("a node still holding a removed name passes")
 	}
 	served["l"] = "v2" // ...served again: that removal is superseded
-	if !tr.nodeHolds("envoy-1", removed, current) {
+	if !tr.passes("envoy-1", removed, now, current) {
 		t.Error("a removal superseded by the name served again still holds the node back")
 	}
-	changed := []ref{{typeURL: listenerType, name: "l", version: "v1"}}
-	if !tr.nodeHolds("envoy-1", changed, current) {
+	if !tr.passes("envoy-1", at(ref{typeURL: listenerType, name: "l", version: "v1"}), now, current) {
 		t.Error("a version superseded by a later one still holds the node back")
 	}
-	if tr.nodeHolds("envoy-1", []ref{{typeURL: listenerType, name: "l", version: "v3"}}, func(_, _ string) string { return "v3" }) {
+	served["l"] = "v3"
+	if tr.passes("envoy-1", at(ref{typeURL: listenerType, name: "l", version: "v3"}), now, current) {
 		t.Error("a node passes a version it does not hold")
+	}
+	if !tr.passes("envoy-1", at(ref{typeURL: listenerType, name: "l", version: "v3"}), now.Add(2*time.Minute), current) {
+		t.Error("a barrier past its deadline still holds the node back")
+	}
+}
+
+// What a node passed is remembered, and forgotten when it reconnects: a
+// restarted Envoy (same node id, nothing held) must hold the clusters
+// again before it gets the routes using them.
+func TestPassedIsForgottenOnReconnect(t *testing.T) {
+	tr := newTracker(newMetrics(nil))
+	connectHolding(tr, 1, "envoy-1", map[string]string{"l": "v1"})
+	current := func(_, _ string) string { return "v1" }
+	now := time.Now()
+	b := &barrier{refs: []ref{{typeURL: listenerType, name: "l", version: "v1"}}, deadline: now.Add(time.Minute), chain: warmedChain, seq: 1}
+	if !tr.passes("envoy-1", b, now, current) {
+		t.Fatal("a node holding the barrier's resource does not pass it")
+	}
+	tr.closed(streamKey{delta: true, id: 1})
+	connectHolding(tr, 2, "envoy-1", nil)
+	if tr.passes("envoy-1", b, now, current) {
+		t.Error("a node that reconnected holding nothing passes what it passed before")
 	}
 }

@@ -86,6 +86,7 @@ type Server struct {
 	closed     bool
 	warmed     *barrier   // the latest round's clusters, chained to earlier ones
 	held       *barrier   // the latest round's routing, chained to earlier ones
+	barriers   uint64     // barriers made, for their seq
 	sotwSteps  []sotwStep // changes the SotW watches have yet to get
 }
 

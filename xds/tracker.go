@@ -33,7 +33,8 @@ type tracker struct {
 	streams map[streamKey]*streamState
 	nodes   map[string]int // node id -> open streams
 	byNode  map[string][]*streamState
-	moved   map[string]struct{} // nodes that ACKed, NACKed, came or went since takeMoved
+	moved   map[string]struct{}        // nodes that ACKed, NACKed, came or went since takeMoved
+	passed  map[string]*[chains]uint64 // by node: the newest barrier passed per chain (barrier.go)
 	subs    map[chan struct{}]struct{}
 }
 
@@ -76,6 +77,7 @@ func newTracker(m *metrics) *tracker {
 		nodes:   map[string]int{},
 		byNode:  map[string][]*streamState{},
 		moved:   map[string]struct{}{},
+		passed:  map[string]*[chains]uint64{},
 		subs:    map[chan struct{}]struct{}{},
 	}
 }
@@ -123,10 +125,12 @@ func (t *tracker) takeMoved() map[string]struct{} {
 	return m
 }
 
-// movedLocked records that st's node moved, and tells the subscribers.
-func (t *tracker) movedLocked(st *streamState) {
+// comeOrGoneLocked records that st's node connected or left: it moved,
+// and has passed no barrier on this footing.
+func (t *tracker) comeOrGoneLocked(st *streamState) {
 	if st.node != nil {
 		t.moved[st.node.GetId()] = struct{}{}
+		delete(t.passed, st.node.GetId())
 	}
 	t.notifyLocked()
 }
@@ -171,7 +175,7 @@ func (t *tracker) closed(key streamKey) {
 		}
 		t.m.connected.Set(float64(len(t.nodes)))
 	}
-	t.movedLocked(st)
+	t.comeOrGoneLocked(st)
 }
 
 func (t *tracker) setNodeLocked(st *streamState, node *core.Node) {
@@ -182,7 +186,7 @@ func (t *tracker) setNodeLocked(st *streamState, node *core.Node) {
 	t.nodes[node.GetId()]++
 	t.byNode[node.GetId()] = append(t.byNode[node.GetId()], st)
 	t.m.connected.Set(float64(len(t.nodes)))
-	t.movedLocked(st)
+	t.comeOrGoneLocked(st)
 }
 
 // onRequest handles a SotW request: its resource names are the whole

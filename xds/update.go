@@ -256,7 +256,8 @@ func (s *Server) round() {
 	// a scope of this round must not overtake a route configuration an
 	// earlier barrier still holds back in another cache.
 	if len(warm) > 0 {
-		s.warmed = &barrier{refs: warm, deadline: now.Add(s.opts.AckTimeout), after: s.warmed}
+		s.barriers++
+		s.warmed = &barrier{refs: warm, deadline: now.Add(s.opts.AckTimeout), after: s.warmed, chain: warmedChain, seq: s.barriers}
 		s.warmed.forgetPassed(now)
 	}
 	first := s.warmed
@@ -272,7 +273,8 @@ func (s *Server) round() {
 		// Its Envoy may get those only at the first barrier's deadline:
 		// each wait gets its own AckTimeout, as when they came one
 		// after the other.
-		s.held = &barrier{refs: hold, deadline: now.Add(2 * s.opts.AckTimeout), after: s.held}
+		s.barriers++
+		s.held = &barrier{refs: hold, deadline: now.Add(2 * s.opts.AckTimeout), after: s.held, chain: heldChain, seq: s.barriers}
 		s.held.forgetPassed(now)
 	}
 	// Removals wait for every round's routing so far: what this one left

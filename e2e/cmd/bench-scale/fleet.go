@@ -346,7 +346,9 @@ func reportFleet(runs []fleetRun) {
 	}
 	printTable(head, runs, []tableRow[fleetRun]{
 		one("F1 controller heap per Envoy stream", readings("%.2f MiB", func(r fleetRun) []float64 { return []float64{r.perStream()} })),
-		one("controller RSS, 2 real Envoys -> with the fleet", func(r fleetRun) string { return mib(r.RSSWithout, r.RSSWith) }),
+		one("controller RSS, 2 real Envoys -> with the fleet", readings("%.0f -> %.0f MiB", func(r fleetRun) []float64 {
+			return []float64{float64(r.RSSWithout >> 20), float64(r.RSSWith >> 20)} // -1 stays -1
+		})),
 		one("fleet connected -> every Envoy ready", readings("%.1f s", func(r fleetRun) []float64 { return []float64{r.FleetReadyMs / 1000} })),
 		one("F2 create -> every Envoy holds it, p50 / max", readings("%.0f / %.0f ms", func(r fleetRun) []float64 { return []float64{pct(r.HeldMs, 50), pct(r.HeldMs, 100)} })),
 		one("...real Envoys serve it, p50 / max", readings("%.0f / %.0f ms", func(r fleetRun) []float64 { return []float64{pct(r.ServedMs, 50), pct(r.ServedMs, 100)} })),
