@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"maps"
 	"sync"
 	"time"
 )
@@ -61,25 +60,18 @@ func (s *Server) passes(node string, b *barrier) bool {
 func (t *tracker) passes(node string, b *barrier, now time.Time, current func(typeURL, name string) string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	streams := t.byNode[node]
-	if len(streams) == 0 {
+	e := t.nodes[node]
+	if e == nil {
 		return true // gone: nothing to wait for
 	}
-	memo := t.passed[node]
-	if memo == nil {
-		memo = &[chains]uint64{}
-		t.passed[node] = memo
-	}
 	var v *nodeView
-	for x := b; x != nil && x.seq > memo[x.chain]; x = x.after {
+	for x := b; x != nil && x.seq > e.passed[x.chain]; x = x.after {
 		if now.After(x.deadline) {
 			break // and so are those before it
 		}
 		if v == nil {
-			v = &nodeView{types: map[string]*typeState{}}
-			for _, st := range streams {
-				maps.Copy(v.types, st.types)
-			}
+			view := e.view()
+			v = &view
 		}
 		for _, r := range x.refs {
 			if current(r.typeURL, r.name) != r.version {
@@ -90,7 +82,7 @@ func (t *tracker) passes(node string, b *barrier, now time.Time, current func(ty
 			}
 		}
 	}
-	memo[b.chain] = max(memo[b.chain], b.seq)
+	e.passed[b.chain] = max(e.passed[b.chain], b.seq)
 	return true
 }
 

@@ -72,3 +72,34 @@ func TestPassedIsForgottenOnReconnect(t *testing.T) {
 		t.Error("a node that reconnected holding nothing passes what it passed before")
 	}
 }
+
+// Readiness remembers per node the newest round it holds, and looks again
+// when the node moves or the rounds change, never serving a stale answer.
+func TestSyncedFollowsMovesAndRounds(t *testing.T) {
+	tr := newTracker(newMetrics(nil))
+	connectHolding(tr, 1, "envoy-1", map[string]string{"l": "v1"})
+	round := func(gen uint64, version string) appliedRound {
+		return appliedRound{gen: gen, refs: []ref{{typeURL: listenerType, name: "l", version: version}}}
+	}
+	rounds := appliedRounds{list: []appliedRound{round(1, "v1")}, version: 1}
+	check := func(what string, gen uint64, want bool) {
+		t.Helper()
+		synced, _ := tr.synced(gen, rounds, nil)
+		if got := len(synced) == 1; got != want {
+			t.Errorf("%s: synced at %d = %v, want %v", what, gen, got, want)
+		}
+	}
+	check("holding round 1", 1, true)
+	check("asked again", 1, true)
+	rounds = appliedRounds{list: []appliedRound{round(1, "v1"), round(2, "v2")}, version: 2}
+	check("round 2 applied, not held", 2, false)
+	check("round 1 still held", 1, true)
+
+	tr.onDeltaResponse(1, &discovery.DeltaDiscoveryResponse{TypeUrl: listenerType, Nonce: "7",
+		Resources: []*discovery.Resource{{Name: "l", Version: "v2"}}})
+	check("sent, not yet ACKed", 2, false)
+	tr.onDeltaRequest(1, &discovery.DeltaDiscoveryRequest{TypeUrl: listenerType, ResponseNonce: "7"})
+	check("ACKed", 2, true)
+	rounds = appliedRounds{list: []appliedRound{round(2, "v2"), round(3, "v2")}, version: 3}
+	check("a new round it holds already, without moving", 3, true)
+}

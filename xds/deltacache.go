@@ -55,6 +55,7 @@ type deltaCache struct {
 	sweepEvery time.Duration                       // how often needs are rid of barriers past their deadline
 	heldBack   map[string]map[*deltaWatch]struct{} // by node: open watches whose stream has names held back
 	swept      time.Time                           // when needs were last rid of aged barriers
+	forgot     time.Time                           // when streams were last swept (forgetLocked)
 }
 
 type item struct {
@@ -346,6 +347,10 @@ func (c *deltaCache) respondLocked(w *deltaWatch, candidates []string, always bo
 // forgetLocked drops streams not heard from in forgetAfter.
 func (c *deltaCache) forgetLocked() {
 	now := c.now()
+	if now.Sub(c.forgot) < forgetAfter/10 {
+		return // a sweep per watch would cost the fleet's size each time
+	}
+	c.forgot = now
 	for id, s := range c.streams {
 		if now.Sub(s.used) > forgetAfter {
 			delete(c.streams, id)

@@ -14,27 +14,84 @@ type ref struct {
 	eds                    string
 }
 
-// synced splits nodes into those holding exactly (not rejecting) every ref
-// of at least one of rounds, and the others.
-func (t *tracker) synced(rounds [][]ref, others map[string]*nodeView) (synced, behind []string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	views := t.viewsLocked()
-	for id, v := range others {
-		if _, ours := views[id]; !ours {
-			views[id] = v
+// syncedMemo is, for one node, the newest applied round it holds exactly,
+// as of its changes and the server's rounds: a node that did not move is
+// not looked at again.
+type syncedMemo struct {
+	changes, rounds uint64 // what it was computed at (rounds: appliedRounds.version)
+	held            bool
+	gen             uint64
+}
+
+// appliedRounds are the rounds whose listeners count as synced, oldest
+// first, and a version that grows whenever the list changes.
+type appliedRounds struct {
+	list    []appliedRound
+	version uint64
+}
+
+// newest is the generation of the newest round v holds exactly.
+func (v *nodeView) newest(rounds []appliedRound) (gen uint64, held bool) {
+	for i := len(rounds) - 1; i >= 0; i-- {
+		if v.holdsExactly(rounds[i].refs) {
+			return rounds[i].gen, true
 		}
 	}
-	for id, v := range views {
-		if slices.ContainsFunc(rounds, v.holdsExactly) {
+	return 0, false
+}
+
+// synced splits nodes, ours and the peers' (others), into those holding
+// exactly (not rejecting) every ref of a round of generation gen or later,
+// and the others. A node of ours costs a lookup unless it moved since it
+// was last asked, so a check costs the fleet's size, not its state.
+func (t *tracker) synced(gen uint64, rounds appliedRounds, others map[string]*nodeView) (synced, behind []string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	split := func(id string, g uint64, held bool) {
+		if held && g >= gen {
 			synced = append(synced, id)
 		} else {
 			behind = append(behind, id)
 		}
 	}
+	for id, e := range t.nodes {
+		m := &e.synced
+		if m.changes != e.changes || m.rounds != rounds.version {
+			v := e.view()
+			m.gen, m.held = v.newest(rounds.list)
+			m.changes, m.rounds = e.changes, rounds.version
+		}
+		split(id, m.gen, m.held)
+	}
+	for id, v := range others {
+		if _, ours := t.nodes[id]; !ours {
+			g, held := v.newest(rounds.list)
+			split(id, g, held)
+		}
+	}
 	slices.Sort(synced)
 	slices.Sort(behind)
 	return synced, behind
+}
+
+// behind lists the nodes, ours and the peers', that do not hold every one
+// of refs exactly.
+func (t *tracker) behind(refs []ref, others map[string]*nodeView) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
+	for id, e := range t.nodes {
+		if v := e.view(); !v.holdsExactly(refs) {
+			out = append(out, id)
+		}
+	}
+	for id, v := range others {
+		if _, ours := t.nodes[id]; !ours && !v.holdsExactly(refs) {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (v *nodeView) holdsExactly(refs []ref) bool {

@@ -63,19 +63,13 @@ type nodeView struct {
 	types map[string]*typeState
 }
 
-func (t *tracker) viewsLocked() map[string]*nodeView {
-	out := map[string]*nodeView{}
-	for key, st := range t.streams {
-		if st.node == nil {
-			continue
-		}
-		v, ok := out[st.node.GetId()]
-		if !ok {
-			v = &nodeView{node: st.node, types: map[string]*typeState{}}
-			out[st.node.GetId()] = v
-		}
-		v.delta = v.delta || key.delta
-		maps.Copy(v.types, st.types)
+// viewsLocked are the connected nodes' views by id; for CSDS, which
+// copies them anyway. The paths run on every Envoy event iterate t.nodes
+// and copy nothing.
+func (t *tracker) viewsLocked() map[string]nodeView {
+	out := make(map[string]nodeView, len(t.nodes))
+	for id, e := range t.nodes {
+		out[id] = e.view()
 	}
 	return out
 }
@@ -133,8 +127,8 @@ func (t *tracker) rejections() []Rejection {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []Rejection
-	for id, v := range t.viewsLocked() {
-		for typeURL, ts := range v.types {
+	for id, n := range t.nodes {
+		for typeURL, ts := range n.view().types {
 			for name, e := range ts.errors {
 				out = append(out, Rejection{Node: id, TypeURL: typeURL, Name: name, Version: e.Version, Error: e.Error})
 			}
@@ -147,8 +141,8 @@ func (t *tracker) acked(typeURL, name, version string) []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []string
-	for id, v := range t.viewsLocked() {
-		if ts := v.types[typeURL]; ts != nil && ts.acked[name] == version {
+	for id, e := range t.nodes {
+		if ts := e.view().types[typeURL]; ts != nil && ts.acked[name] == version {
 			out = append(out, id)
 		}
 	}

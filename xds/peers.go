@@ -30,6 +30,7 @@ type Peers struct {
 
 	mu    sync.Mutex
 	nodes map[string]map[string]map[string]string // node id -> type -> name -> acked version
+	seen  map[string]*nodeView                    // nodes as readiness reads them, built once per answer
 	// refusing: node id -> the overload actions by which it turns traffic
 	// away, as its replica heard it (memory.go)
 	refusing map[string]string
@@ -114,6 +115,9 @@ func (p *Peers) poll(ctx context.Context) {
 	})
 	changed = changed || !slices.Equal(p.nacks, nacks) || !maps.Equal(p.refusing, refusing)
 	p.nodes, p.nacks, p.refusing = next, nacks, refusing
+	if changed {
+		p.seen = nil
+	}
 	notify := p.onChange
 	p.mu.Unlock()
 	if changed && notify != nil {
@@ -197,18 +201,23 @@ func (p *Peers) conn(target string) (*grpc.ClientConn, error) {
 }
 
 // views returns the peers' nodes as node views, for the synced test.
+// views are the peers' nodes, shared by every caller until the peers
+// answer something new: readiness reads them on every Envoy event.
 func (p *Peers) views() map[string]*nodeView {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make(map[string]*nodeView, len(p.nodes))
+	if p.seen != nil {
+		return p.seen
+	}
+	p.seen = make(map[string]*nodeView, len(p.nodes))
 	for id, types := range p.nodes {
 		v := &nodeView{types: map[string]*typeState{}}
 		for typeURL, acked := range types {
 			v.types[typeURL] = &typeState{acked: acked}
 		}
-		out[id] = v
+		p.seen[id] = v
 	}
-	return out
+	return p.seen
 }
 
 func (p *Peers) refusingOf(node string) string {

@@ -6,13 +6,15 @@ import "slices"
 // served. A few recent rounds are kept, so that an Envoy holding
 // any of them counts as synced even while newer rounds go out.
 func (s *Server) setAppliedLocked(gen uint64, refs []ref) {
-	if n := len(s.applied); n > 0 && s.applied[n-1].gen == gen {
+	a := &s.applied
+	if n := len(a.list); n > 0 && a.list[n-1].gen == gen {
 		return
 	}
-	s.applied = append(s.applied, appliedRound{gen: gen, refs: refs})
-	if len(s.applied) > keepRounds {
-		s.applied = slices.Clone(s.applied[len(s.applied)-keepRounds:])
+	a.list = append(a.list, appliedRound{gen: gen, refs: refs})
+	if len(a.list) > keepRounds {
+		a.list = slices.Clone(a.list[len(a.list)-keepRounds:])
 	}
+	a.version++
 	s.tracker.notify()
 }
 
@@ -40,14 +42,9 @@ func (s *Server) Generation() uint64 {
 // Subscribe signals when the answer may have changed.
 func (s *Server) Synced(gen uint64) (synced, behind []string) {
 	s.mu.Lock()
-	var rounds [][]ref
-	for _, r := range s.applied {
-		if r.gen >= gen {
-			rounds = append(rounds, r.refs)
-		}
-	}
+	rounds := s.applied // its list is only appended to or replaced: the copy stays valid
 	s.mu.Unlock()
-	synced, behind = s.tracker.synced(rounds, s.peerViews())
+	synced, behind = s.tracker.synced(gen, rounds, s.peerViews())
 	return s.serving(synced), s.serving(behind)
 }
 
@@ -96,8 +93,7 @@ func (s *Server) Behind(refs []Ref) []string {
 	for i, r := range refs {
 		rs[i] = ref{typeURL: r.TypeURL, name: r.Name, version: r.Version}
 	}
-	_, behind := s.tracker.synced([][]ref{rs}, s.peerViews())
-	return s.serving(behind)
+	return s.serving(s.tracker.behind(rs, s.peerViews()))
 }
 
 // SetPeers makes Synced also count the Envoys of the other replicas that

@@ -79,9 +79,9 @@ type Server struct {
 	dirty      map[string]map[string]struct{} // names changed in desired since the last round, by type
 	size       map[string]int                 // encoded bytes served, by type
 	gen        uint64
-	desiredGen uint64         // generation of desired
-	applied    []appliedRound // recent generations whose routes are served
-	peers      *Peers         // Envoys of other replicas, if any
+	desiredGen uint64        // generation of desired
+	applied    appliedRounds // recent generations whose routes are served
+	peers      *Peers        // Envoys of other replicas, if any
 	ready      bool
 	closed     bool
 	warmed     *barrier   // the latest round's clusters, chained to earlier ones

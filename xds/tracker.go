@@ -31,15 +31,38 @@ type tracker struct {
 
 	mu      sync.Mutex
 	streams map[streamKey]*streamState
-	nodes   map[string]int // node id -> open streams
-	byNode  map[string][]*streamState
-	moved   map[string]struct{}        // nodes that ACKed, NACKed, came or went since takeMoved
-	passed  map[string]*[chains]uint64 // by node: the newest barrier passed per chain (barrier.go)
+	nodes   map[string]*nodeEntry // by node id, those with a stream
+	moved   map[string]struct{}   // nodes that ACKed, NACKed, came or went since takeMoved
 	subs    map[chan struct{}]struct{}
+}
+
+// nodeEntry is what the tracker knows of one node across its streams.
+type nodeEntry struct {
+	streams []*streamState
+	changes uint64         // bumped whenever what it holds or asks for may change
+	passed  [chains]uint64 // the newest barrier passed per chain (barrier.go)
+	synced  syncedMemo     // holds.go
+}
+
+// view merges the entry's streams; with one stream (ADS) it copies nothing,
+// so the view must not be changed.
+func (e *nodeEntry) view() nodeView {
+	st := e.streams[0]
+	v := nodeView{node: st.node, delta: st.delta, types: st.types}
+	if len(e.streams) == 1 {
+		return v
+	}
+	v.types = map[string]*typeState{}
+	for _, st := range e.streams {
+		v.delta = v.delta || st.delta
+		maps.Copy(v.types, st.types)
+	}
+	return v
 }
 
 type streamState struct {
 	node        *core.Node
+	delta       bool
 	defaultType string
 	types       map[string]*typeState
 }
@@ -74,10 +97,8 @@ func newTracker(m *metrics) *tracker {
 		m:       m,
 		now:     time.Now,
 		streams: map[streamKey]*streamState{},
-		nodes:   map[string]int{},
-		byNode:  map[string][]*streamState{},
+		nodes:   map[string]*nodeEntry{},
 		moved:   map[string]struct{}{},
-		passed:  map[string]*[chains]uint64{},
 		subs:    map[chan struct{}]struct{}{},
 	}
 }
@@ -125,14 +146,16 @@ func (t *tracker) takeMoved() map[string]struct{} {
 	return m
 }
 
-// comeOrGoneLocked records that st's node connected or left: it moved,
-// and has passed no barrier on this footing.
-func (t *tracker) comeOrGoneLocked(st *streamState) {
-	if st.node != nil {
-		t.moved[st.node.GetId()] = struct{}{}
-		delete(t.passed, st.node.GetId())
+// changedLocked records that what st's node holds or asks for may have
+// changed; the caller notifies.
+func (t *tracker) changedLocked(st *streamState) {
+	if st.node == nil {
+		return
 	}
-	t.notifyLocked()
+	t.moved[st.node.GetId()] = struct{}{}
+	if e := t.nodes[st.node.GetId()]; e != nil {
+		e.changes++
+	}
 }
 
 func (t *tracker) notify() {
@@ -153,7 +176,7 @@ func (t *tracker) notifyLocked() {
 func (t *tracker) open(key streamKey, typeURL string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.streams[key] = &streamState{defaultType: typeURL, types: map[string]*typeState{}}
+	t.streams[key] = &streamState{delta: key.delta, defaultType: typeURL, types: map[string]*typeState{}}
 }
 
 func (t *tracker) closed(key streamKey) {
@@ -166,27 +189,36 @@ func (t *tracker) closed(key streamKey) {
 	delete(t.streams, key)
 	if st.node != nil {
 		id := st.node.GetId()
-		if t.nodes[id]--; t.nodes[id] <= 0 {
-			delete(t.nodes, id)
-		}
-		t.byNode[id] = slices.DeleteFunc(t.byNode[id], func(o *streamState) bool { return o == st })
-		if len(t.byNode[id]) == 0 {
-			delete(t.byNode, id)
+		t.moved[id] = struct{}{}
+		if e := t.nodes[id]; e != nil {
+			e.streams = slices.DeleteFunc(e.streams, func(o *streamState) bool { return o == st })
+			if len(e.streams) == 0 {
+				delete(t.nodes, id)
+			} else {
+				*e = nodeEntry{streams: e.streams, changes: e.changes + 1} // passed nothing on this footing
+			}
 		}
 		t.m.connected.Set(float64(len(t.nodes)))
 	}
-	t.comeOrGoneLocked(st)
+	t.notifyLocked()
 }
 
+// setNodeLocked files st under its node, which has passed no barrier with
+// this stream.
 func (t *tracker) setNodeLocked(st *streamState, node *core.Node) {
 	if st.node != nil || node == nil {
 		return
 	}
 	st.node = node
-	t.nodes[node.GetId()]++
-	t.byNode[node.GetId()] = append(t.byNode[node.GetId()], st)
+	e := t.nodes[node.GetId()]
+	if e == nil {
+		e = &nodeEntry{}
+		t.nodes[node.GetId()] = e
+	}
+	*e = nodeEntry{streams: append(e.streams, st), changes: e.changes + 1}
+	t.moved[node.GetId()] = struct{}{}
 	t.m.connected.Set(float64(len(t.nodes)))
-	t.comeOrGoneLocked(st)
+	t.notifyLocked()
 }
 
 // onRequest handles a SotW request: its resource names are the whole
@@ -233,9 +265,7 @@ func (t *tracker) requestStateLocked(key streamKey, node *core.Node, typeURL str
 		return nil, "", false
 	}
 	t.setNodeLocked(st, node)
-	if st.node != nil {
-		t.moved[st.node.GetId()] = struct{}{} // told when the caller notifies
-	}
+	t.changedLocked(st)
 	if typeURL == "" {
 		typeURL = st.defaultType
 	}
