@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -84,7 +85,7 @@ func TestSyncedFollowsMovesAndRounds(t *testing.T) {
 	rounds := appliedRounds{list: []appliedRound{round(1, "v1")}, version: 1}
 	check := func(what string, gen uint64, want bool) {
 		t.Helper()
-		synced, _ := tr.synced(gen, rounds, nil)
+		synced, _ := tr.synced(gen, rounds, peerSet{})
 		if got := len(synced) == 1; got != want {
 			t.Errorf("%s: synced at %d = %v, want %v", what, gen, got, want)
 		}
@@ -102,4 +103,35 @@ func TestSyncedFollowsMovesAndRounds(t *testing.T) {
 	check("ACKed", 2, true)
 	rounds = appliedRounds{list: []appliedRound{round(2, "v2"), round(3, "v2")}, version: 3}
 	check("a new round it holds already, without moving", 3, true)
+}
+
+// Behind remembers its answer per refs and looks again only at the nodes
+// that moved, joined or left, and at the peers when they answer anew.
+func TestBehindFollowsMoves(t *testing.T) {
+	tr := newTracker(newMetrics(nil))
+	connectHolding(tr, 1, "envoy-1", map[string]string{"l": "v1"})
+	connectHolding(tr, 2, "envoy-2", map[string]string{"l": "v2"})
+	refs := []ref{{typeURL: listenerType, name: "l", version: "v2"}}
+	peers := peerSet{views: map[string]*nodeView{"peer-1": {types: map[string]*typeState{}}}, version: 1}
+	check := func(what string, want ...string) {
+		t.Helper()
+		if got := tr.behind(refs, peers); !slices.Equal(got, want) {
+			t.Errorf("%s: behind = %v, want %v", what, got, want)
+		}
+	}
+	check("first", "envoy-1", "peer-1")
+	check("asked again", "envoy-1", "peer-1")
+
+	tr.onDeltaResponse(1, &discovery.DeltaDiscoveryResponse{TypeUrl: listenerType, Nonce: "3",
+		Resources: []*discovery.Resource{{Name: "l", Version: "v2"}}})
+	tr.onDeltaRequest(1, &discovery.DeltaDiscoveryRequest{TypeUrl: listenerType, ResponseNonce: "3"})
+	check("envoy-1 ACKed", "peer-1")
+
+	connectHolding(tr, 3, "envoy-3", nil)
+	check("envoy-3 joined holding nothing", "envoy-3", "peer-1")
+	tr.closed(streamKey{delta: true, id: 3})
+	check("envoy-3 left", "peer-1")
+
+	peers = peerSet{views: map[string]*nodeView{"peer-1": {types: map[string]*typeState{listenerType: {acked: map[string]string{"l": "v2"}}}}}, version: 2}
+	check("the peer's Envoy caught up")
 }

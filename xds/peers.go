@@ -31,6 +31,7 @@ type Peers struct {
 	mu    sync.Mutex
 	nodes map[string]map[string]map[string]string // node id -> type -> name -> acked version
 	seen  map[string]*nodeView                    // nodes as readiness reads them, built once per answer
+	seenV uint64                                  // counts the answers seen was built for
 	// refusing: node id -> the overload actions by which it turns traffic
 	// away, as its replica heard it (memory.go)
 	refusing map[string]string
@@ -203,13 +204,14 @@ func (p *Peers) conn(target string) (*grpc.ClientConn, error) {
 // views returns the peers' nodes as node views, for the synced test.
 // views are the peers' nodes, shared by every caller until the peers
 // answer something new: readiness reads them on every Envoy event.
-func (p *Peers) views() map[string]*nodeView {
+func (p *Peers) views() peerSet {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.seen != nil {
-		return p.seen
+		return peerSet{views: p.seen, version: p.seenV}
 	}
 	p.seen = make(map[string]*nodeView, len(p.nodes))
+	p.seenV++
 	for id, types := range p.nodes {
 		v := &nodeView{types: map[string]*typeState{}}
 		for typeURL, acked := range types {
@@ -217,7 +219,7 @@ func (p *Peers) views() map[string]*nodeView {
 		}
 		p.seen[id] = v
 	}
-	return p.seen
+	return peerSet{views: p.seen, version: p.seenV}
 }
 
 func (p *Peers) refusingOf(node string) string {

@@ -70,13 +70,13 @@ func (s *Server) Refusing(node string) string {
 	return peers.refusingOf(node)
 }
 
-// peerViews are the Envoys of the other replicas, nil without peers.
-func (s *Server) peerViews() map[string]*nodeView {
+// peerViews are the Envoys of the other replicas, none without peers.
+func (s *Server) peerViews() peerSet {
 	s.mu.Lock()
 	peers := s.peers
 	s.mu.Unlock()
 	if peers == nil {
-		return nil
+		return peerSet{}
 	}
 	return peers.views()
 }

@@ -31,15 +31,17 @@ type tracker struct {
 
 	mu      sync.Mutex
 	streams map[streamKey]*streamState
-	nodes   map[string]*nodeEntry // by node id, those with a stream
-	moved   map[string]struct{}   // nodes that ACKed, NACKed, came or went since takeMoved
+	nodes   map[string]*nodeEntry  // by node id, those with a stream
+	moved   map[string]struct{}    // nodes that ACKed, NACKed, came or went since takeMoved
+	epoch   uint64                 // counts the nodes' moves
+	behinds map[string]*behindMemo // holds.go
 	subs    map[chan struct{}]struct{}
 }
 
 // nodeEntry is what the tracker knows of one node across its streams.
 type nodeEntry struct {
 	streams []*streamState
-	changes uint64         // bumped whenever what it holds or asks for may change
+	movedAt uint64         // the epoch of its last move: what it holds or asks for may have changed
 	passed  [chains]uint64 // the newest barrier passed per chain (barrier.go)
 	synced  syncedMemo     // holds.go
 }
@@ -99,6 +101,7 @@ func newTracker(m *metrics) *tracker {
 		streams: map[streamKey]*streamState{},
 		nodes:   map[string]*nodeEntry{},
 		moved:   map[string]struct{}{},
+		behinds: map[string]*behindMemo{},
 		subs:    map[chan struct{}]struct{}{},
 	}
 }
@@ -154,7 +157,8 @@ func (t *tracker) changedLocked(st *streamState) {
 	}
 	t.moved[st.node.GetId()] = struct{}{}
 	if e := t.nodes[st.node.GetId()]; e != nil {
-		e.changes++
+		t.epoch++
+		e.movedAt = t.epoch
 	}
 }
 
@@ -190,12 +194,13 @@ func (t *tracker) closed(key streamKey) {
 	if st.node != nil {
 		id := st.node.GetId()
 		t.moved[id] = struct{}{}
+		t.epoch++
 		if e := t.nodes[id]; e != nil {
 			e.streams = slices.DeleteFunc(e.streams, func(o *streamState) bool { return o == st })
 			if len(e.streams) == 0 {
 				delete(t.nodes, id)
 			} else {
-				*e = nodeEntry{streams: e.streams, changes: e.changes + 1} // passed nothing on this footing
+				*e = nodeEntry{streams: e.streams, movedAt: t.epoch} // passed nothing on this footing
 			}
 		}
 		t.m.connected.Set(float64(len(t.nodes)))
@@ -215,7 +220,8 @@ func (t *tracker) setNodeLocked(st *streamState, node *core.Node) {
 		e = &nodeEntry{}
 		t.nodes[node.GetId()] = e
 	}
-	*e = nodeEntry{streams: append(e.streams, st), changes: e.changes + 1}
+	t.epoch++
+	*e = nodeEntry{streams: append(e.streams, st), movedAt: t.epoch}
 	t.moved[node.GetId()] = struct{}{}
 	t.m.connected.Set(float64(len(t.nodes)))
 	t.notifyLocked()
