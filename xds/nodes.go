@@ -63,6 +63,30 @@ type nodeView struct {
 	types map[string]*typeState
 }
 
+// nodeEntry is what the tracker knows of one node across its streams.
+type nodeEntry struct {
+	streams []*streamState
+	movedAt uint64         // the epoch of its last move: what it holds or asks for may have changed
+	passed  [chains]uint64 // the newest barrier passed per chain (barrier.go)
+	synced  syncedMemo     // holds.go
+}
+
+// view merges the entry's streams; with one stream (ADS) it copies nothing,
+// so the view must not be changed.
+func (e *nodeEntry) view() nodeView {
+	st := e.streams[0]
+	v := nodeView{node: st.node, delta: st.delta, types: st.types}
+	if len(e.streams) == 1 {
+		return v
+	}
+	v.types = map[string]*typeState{}
+	for _, st := range e.streams {
+		v.delta = v.delta || st.delta
+		maps.Copy(v.types, st.types)
+	}
+	return v
+}
+
 // viewsLocked are the connected nodes' views by id; for CSDS, which
 // copies them anyway. The paths run on every Envoy event iterate t.nodes
 // and copy nothing.
