@@ -3,17 +3,13 @@ package xds
 import (
 	"cmp"
 	"context"
-	"maps"
-	"reflect"
 	"slices"
 	"strconv"
 	"sync"
 	"time"
 
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // deltaCache answers delta watches at the cost of what changed, not of
@@ -22,13 +18,12 @@ import (
 // on each ACK; with tens of thousands of scopes and route configurations
 // that was most of the server's CPU per change.
 //
-// Here every update gets a sequence number and a log entry per name. A
-// stream's sent versions live in the map the server hands back with each
-// of its requests (the returned resources); that map is the cache's own,
-// updated in place, and remembered with the sequence number it is current
-// to. So a request is answered from the log since then plus the names it
-// subscribes. A map the cache does not know (a new stream, a forgotten
-// one) is compared in full once, as LinearCache would.
+// Here every update gets a sequence number and a log entry per name, with
+// what the name was before. A stream is described by the sequence number it
+// was last answered at and its exceptions (deltastream.go), not by a map of
+// everything it holds: at a thousand Envoys that map was most of the
+// controller's memory. So a request is answered from the log since then,
+// the exceptions and the names it subscribes.
 //
 // SotW watches and Fetch go to the wrapped cache, which is fed only once a
 // SotW watch has come: it holds a copy of every resource.
@@ -42,10 +37,11 @@ type deltaCache struct {
 	items    map[string]*item
 	log      []logEntry // names changed, oldest first
 	logStart uint64     // log holds every change after this
+	maxLog   int
 	streams  map[uintptr]*sent
 	watches  map[*deltaWatch]struct{}
 	now      func() time.Time
-	fullRuns int // requests answered by a full comparison
+	fullRuns int // requests answered by a full comparison (a stream not known)
 
 	// Barriers (barrier.go): the barrier of each name's latest change, if
 	// any; passes says whether a node has passed one (nil: none is ever
@@ -71,18 +67,11 @@ func (it *item) marshaled() ([]byte, error) {
 	return it.bytes, it.err
 }
 
+// logEntry is one change of a name: prev is what the cache served before.
 type logEntry struct {
 	seq  uint64
 	name string
-}
-
-// sent is what one stream was sent: versions by name, complete up to seq
-// but for the names held back by a barrier its Envoy has not passed.
-type sent struct {
-	versions map[string]string
-	seq      uint64
-	used     time.Time
-	held     map[string]struct{}
+	prev holding
 }
 
 type deltaWatch struct {
@@ -92,13 +81,9 @@ type deltaWatch struct {
 	s   *sent
 }
 
-const (
-	// maxLog bounds the log; a stream further behind is compared in full.
-	maxLog = 1 << 16
-	// forgetAfter drops what a stream was sent when it made no request for
-	// that long (a closed stream): it is only an optimisation.
-	forgetAfter = 10 * time.Minute
-)
+// maxLog bounds the log; a stream further behind keeps what it lacks as
+// exceptions (pinLocked).
+const maxLog = 1 << 16
 
 func newDeltaCache(typeURL string, sotw sotwCache) *deltaCache {
 	return &deltaCache{
@@ -110,6 +95,7 @@ func newDeltaCache(typeURL string, sotw sotwCache) *deltaCache {
 		heldBack: map[string]map[*deltaWatch]struct{}{},
 		needs:    map[string]*barrier{},
 		now:      time.Now,
+		maxLog:   maxLog,
 	}
 }
 
@@ -126,30 +112,48 @@ func (c *deltaCache) update(set map[string]entry, remove []string, b *barrier) e
 		err = c.updateSotWLocked(set, remove)
 	}
 	c.seq++
-	changed := make([]string, 0, len(set)+len(remove))
-	for n, e := range set {
-		c.items[n] = &item{msg: e.msg, version: e.version}
-		changed = append(changed, n)
-	}
-	for _, n := range remove {
-		delete(c.items, n)
-		changed = append(changed, n)
-	}
-	for _, n := range changed {
-		c.log = append(c.log, logEntry{seq: c.seq, name: n})
+	log := func(n string) {
+		c.log = append(c.log, logEntry{seq: c.seq, name: n, prev: c.currentLocked(n)})
 		if b != nil {
 			c.needs[n] = b
 		} else {
 			delete(c.needs, n)
 		}
 	}
-	if len(c.log) > maxLog {
-		drop := len(c.log) - maxLog/2
-		c.logStart = c.log[drop-1].seq
+	for n, e := range set {
+		log(n)
+		c.items[n] = &item{msg: e.msg, version: e.version}
+	}
+	for _, n := range remove {
+		log(n)
+		delete(c.items, n)
+	}
+	if len(c.log) > c.maxLog {
+		drop := len(c.log) - c.maxLog/2
+		start := c.log[drop-1].seq
+		for _, s := range c.streams {
+			if s.seq < start {
+				c.pinLocked(s)
+			}
+		}
+		for w := range c.watches {
+			if w.s.seq < start {
+				c.pinLocked(w.s)
+			}
+		}
+		c.logStart = start
 		c.log = slices.Clone(c.log[drop:])
 	}
 	c.answerWatchesLocked()
 	return err
+}
+
+// currentLocked is what the cache serves of a name.
+func (c *deltaCache) currentLocked(n string) holding {
+	if it := c.items[n]; it != nil {
+		return holding{version: it.version, has: true}
+	}
+	return holding{}
 }
 
 // sotwOn says whether SotW watches have come (and so get changes).
@@ -186,38 +190,13 @@ func (c *deltaCache) answerWatchesLocked() {
 }
 
 func (c *deltaCache) answerLocked(w *deltaWatch) {
-	if r := c.respondLocked(w, c.candidatesLocked(w), false); r != nil {
+	if r := c.respondLocked(w, c.candidatesLocked(w.s, w.sub, nil), false); r != nil {
 		w.out <- r
 		delete(c.watches, w)
 		c.setHeldBackLocked(w, false)
 	} else {
 		c.setHeldBackLocked(w, len(w.s.held) > 0)
 	}
-}
-
-// candidatesLocked lists the names that may differ for w's stream: those
-// logged since it was answered, or, when the log no longer goes back that
-// far (a large change truncates it), every name it has or may want.
-func (c *deltaCache) candidatesLocked(w *deltaWatch) []string {
-	if w.s.seq >= c.logStart {
-		return c.sinceLocked(w.s.seq)
-	}
-	c.fullRuns++
-	out := slices.Collect(maps.Keys(w.s.versions))
-	if w.sub.IsWildcard() {
-		return append(out, slices.Collect(maps.Keys(c.items))...)
-	}
-	return append(out, slices.Collect(maps.Keys(w.sub.SubscribedResources()))...)
-}
-
-// sinceLocked lists the names logged after seq.
-func (c *deltaCache) sinceLocked(seq uint64) []string {
-	i, _ := slices.BinarySearchFunc(c.log, seq+1, func(e logEntry, seq uint64) int { return cmp.Compare(e.seq, seq) })
-	out := make([]string, 0, len(c.log)-i)
-	for _, e := range c.log[i:] {
-		out = append(out, e.name)
-	}
-	return out
 }
 
 // CreateWatch serves a SotW watch from the wrapped cache, loading it with
@@ -249,35 +228,22 @@ func (c *deltaCache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscri
 	defer c.mu.Unlock()
 	c.forgetLocked()
 	w := &deltaWatch{req: req, sub: sub, out: out}
-	returned := sub.ReturnedResources()
-	var candidates []string
-	if s := c.streams[mapID(returned)]; s != nil && s.seq >= c.logStart {
+	var have map[string]holding
+	if s := c.streams[mapID(sub.ReturnedResources())]; s != nil {
 		w.s = s
-		candidates = c.sinceLocked(s.seq)
-		candidates = append(candidates, req.GetResourceNamesSubscribe()...)
-		candidates = append(candidates, req.GetResourceNamesUnsubscribe()...)
+		have = c.candidatesLocked(s, sub, req)
+		clear(s.returned) // go-control-plane marks names in it (see sent)
 	} else {
-		// Unknown: take over a copy of the stream's map and compare all.
 		c.fullRuns++
-		w.s = &sent{versions: maps.Clone(returned)}
-		if w.s.versions == nil {
-			w.s.versions = map[string]string{}
-		}
-		c.streams[mapID(w.s.versions)] = w.s
-		candidates = slices.Collect(maps.Keys(w.s.versions))
-		if sub.IsWildcard() {
-			candidates = append(candidates, slices.Collect(maps.Keys(c.items))...)
-		} else {
-			candidates = append(candidates, slices.Collect(maps.Keys(sub.SubscribedResources()))...)
-		}
+		w.s, have = c.newStreamLocked(sub)
 	}
-	w.s.used = c.now()
+	w.s.sub, w.s.closed = sub, time.Time{}
 	// Envoy waits for an answer to its first wildcard request, even an
 	// empty one, to finish initialising.
 	first := sub.IsWildcard() && req.GetResponseNonce() == ""
-	if r := c.respondLocked(w, candidates, first); r != nil {
+	if r := c.respondLocked(w, have, first); r != nil {
 		out <- r
-		return func() {}, nil
+		return c.closer(w.s), nil
 	}
 	c.watches[w] = struct{}{}
 	c.setHeldBackLocked(w, len(w.s.held) > 0)
@@ -285,131 +251,50 @@ func (c *deltaCache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscri
 		c.mu.Lock()
 		delete(c.watches, w)
 		c.setHeldBackLocked(w, false)
+		w.s.closed = c.now()
 		c.mu.Unlock()
 	}, nil
 }
 
-// respondLocked builds the response of w for the candidate names, or nil
-// when none of them differs from what the stream has (and !always). It
-// records what it sends in the stream's map.
-func (c *deltaCache) respondLocked(w *deltaWatch, candidates []string, always bool) *deltaResponse {
-	r := &deltaResponse{req: w.req, version: strconv.FormatUint(c.seq, 10), returned: w.s.versions}
-	seen := make(map[string]bool, len(candidates))
+// respondLocked builds the response of w for the candidate names (each with
+// what the stream has of it), or nil when none of them differs from what
+// the stream has (and !always). It records what it sends as the stream's
+// new state.
+func (c *deltaCache) respondLocked(w *deltaWatch, have map[string]holding, always bool) *deltaResponse {
+	s := w.s
+	r := &deltaResponse{req: w.req, version: strconv.FormatUint(c.seq, 10), returned: s.returned}
 	node := w.req.GetNode().GetId()
-	// Names held back before are looked at again with the new ones.
-	for n := range w.s.held {
-		candidates = append(candidates, n)
-	}
-	wild := w.sub.IsWildcard()
-	subscribed := w.sub.SubscribedResources()
-	for _, n := range candidates {
-		if seen[n] {
-			continue
-		}
-		seen[n] = true
-		if b := c.needs[n]; b != nil && c.now().After(b.deadline) {
+	now := c.now()
+	for n, h := range have {
+		it := c.items[n]
+		wanted := wants(w.sub, n)
+		if b := c.needs[n]; b != nil && now.After(b.deadline) {
 			delete(c.needs, n) // passed by everyone, as all before it
 		} else if b != nil && c.passes != nil && !c.passes(node, b) {
-			if w.s.held == nil {
-				w.s.held = map[string]struct{}{}
+			if s.held == nil {
+				s.held = map[string]struct{}{}
 			}
-			w.s.held[n] = struct{}{}
+			s.held[n] = struct{}{}
+			c.exceptLocked(s, n, h, wanted, it)
 			continue
 		}
-		delete(w.s.held, n)
-		_, wanted := subscribed[n]
-		wanted = wanted || wild
-		it := c.items[n]
-		known, had := w.s.versions[n]
+		delete(s.held, n)
 		switch {
-		case it != nil && wanted && (!had || known != it.version):
+		case it != nil && wanted && (!h.has || h.version != it.version):
 			r.items = append(r.items, named{n, it})
-		case it == nil && had:
+			h = holding{version: it.version, has: true}
+		case it == nil && h.has:
 			r.removed = append(r.removed, n)
+			h = holding{}
 		}
+		c.exceptLocked(s, n, h, wanted, it)
 	}
+	s.seq, s.wild = c.seq, w.sub.IsWildcard()
 	if len(r.items) == 0 && len(r.removed) == 0 && !always {
-		w.s.seq = c.seq
 		return nil
 	}
-	for _, x := range r.items {
-		w.s.versions[x.name] = x.it.version
-	}
-	for _, n := range r.removed {
-		delete(w.s.versions, n)
-	}
-	w.s.seq = c.seq
+	c.streams[mapID(s.returned)] = s // known from now on: its Envoy gets this map back
 	slices.SortFunc(r.items, func(a, b named) int { return cmp.Compare(a.name, b.name) })
 	slices.Sort(r.removed)
 	return r
 }
-
-// forgetLocked drops streams not heard from in forgetAfter.
-func (c *deltaCache) forgetLocked() {
-	now := c.now()
-	if now.Sub(c.forgot) < forgetAfter/10 {
-		return // a sweep per watch would cost the fleet's size each time
-	}
-	c.forgot = now
-	for id, s := range c.streams {
-		if now.Sub(s.used) > forgetAfter {
-			delete(c.streams, id)
-		}
-	}
-}
-
-// mapID identifies a map by its address: the server hands back the very
-// map a response carried.
-func mapID(m map[string]string) uintptr {
-	if m == nil {
-		return 0
-	}
-	return reflect.ValueOf(m).Pointer()
-}
-
-type named struct {
-	name string
-	it   *item
-}
-
-// deltaResponse is one delta response; returned is the stream's map.
-type deltaResponse struct {
-	req      *cache.DeltaRequest
-	version  string
-	items    []named
-	removed  []string
-	returned map[string]string
-
-	once sync.Once
-	resp *discovery.DeltaDiscoveryResponse
-	err  error
-}
-
-func (r *deltaResponse) GetDeltaDiscoveryResponse() (*discovery.DeltaDiscoveryResponse, error) {
-	r.once.Do(func() {
-		out := &discovery.DeltaDiscoveryResponse{
-			TypeUrl: r.req.GetTypeUrl(), SystemVersionInfo: r.version, RemovedResources: r.removed,
-			Resources: make([]*discovery.Resource, 0, len(r.items)),
-		}
-		for _, x := range r.items {
-			b, err := x.it.marshaled()
-			if err != nil {
-				r.err = err
-				return
-			}
-			out.Resources = append(out.Resources, &discovery.Resource{
-				Name: x.name, Version: x.it.version,
-				Resource: &anypb.Any{TypeUrl: r.req.GetTypeUrl(), Value: b},
-			})
-		}
-		r.resp = out
-	})
-	return r.resp, r.err
-}
-
-func (r *deltaResponse) GetDeltaRequest() *discovery.DeltaDiscoveryRequest { return r.req }
-func (r *deltaResponse) GetSystemVersion() (string, error)                 { return r.version, nil }
-func (r *deltaResponse) GetResponseVersion() string                        { return r.version }
-func (r *deltaResponse) GetNextVersionMap() map[string]string              { return r.returned }
-func (r *deltaResponse) GetReturnedResources() map[string]string           { return r.returned }
-func (r *deltaResponse) GetContext() context.Context                       { return context.Background() }

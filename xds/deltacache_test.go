@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -22,11 +23,12 @@ type deltaStream struct {
 	sub    stream.Subscription
 	ch     chan cache.DeltaResponse
 	cancel func()
-	got    int // responses
+	got    int               // responses
+	holds  map[string]string // what the client holds, from the responses
 }
 
 func openStream(t *testing.T, c *deltaCache, subscribe []string) *deltaStream {
-	s := &deltaStream{t: t, c: c, ch: make(chan cache.DeltaResponse, 1)}
+	s := &deltaStream{t: t, c: c, ch: make(chan cache.DeltaResponse, 1), holds: map[string]string{}}
 	s.sub = stream.NewDeltaSubscription(subscribe, nil, nil, true)
 	s.watch(&discovery.DeltaDiscoveryRequest{TypeUrl: c.typeURL, ResourceNamesSubscribe: subscribe})
 	return s
@@ -40,18 +42,45 @@ func (s *deltaStream) watch(req *discovery.DeltaDiscoveryRequest) {
 	s.cancel = cancel
 }
 
-// drain applies a pending response, if any, and ACKs it.
+// drain applies the pending responses, if any, ACKing each (which opens
+// the next watch, which may be answered at once).
 func (s *deltaStream) drain() {
-	select {
-	case r := <-s.ch:
-		s.got++
-		if _, err := r.GetDeltaDiscoveryResponse(); err != nil {
-			s.t.Fatal(err)
+	for {
+		select {
+		case r := <-s.ch:
+			s.got++
+			resp, err := r.GetDeltaDiscoveryResponse()
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			for _, x := range resp.Resources {
+				s.holds[x.Name] = x.Version
+			}
+			for _, n := range resp.RemovedResources {
+				delete(s.holds, n)
+			}
+			s.sub.SetReturnedResources(r.GetReturnedResources())
+			s.watch(&discovery.DeltaDiscoveryRequest{TypeUrl: s.c.typeURL, ResponseNonce: fmt.Sprint(s.got)})
+		default:
+			return
 		}
-		s.sub.SetReturnedResources(r.GetReturnedResources())
-		s.watch(&discovery.DeltaDiscoveryRequest{TypeUrl: s.c.typeURL, ResponseNonce: fmt.Sprint(s.got)})
+	}
+}
+
+// reconnect opens a new stream that announces what the client holds, as
+// Envoy does after losing its stream.
+func (s *deltaStream) reconnect() {
+	s.cancel()
+	var subscribe []string
+	if !s.sub.IsWildcard() {
+		subscribe = slices.Sorted(maps.Keys(s.sub.SubscribedResources()))
+	}
+	select {
+	case <-s.ch: // lost with the stream
 	default:
 	}
+	s.sub = stream.NewDeltaSubscription(subscribe, nil, maps.Clone(s.holds), true)
+	s.watch(&discovery.DeltaDiscoveryRequest{TypeUrl: s.c.typeURL, ResourceNamesSubscribe: subscribe, InitialResourceVersions: maps.Clone(s.holds)})
 }
 
 // change is a request changing the subscription (the server cancels the
@@ -60,18 +89,23 @@ func (s *deltaStream) change(subscribe, unsubscribe []string) {
 	s.cancel()
 	s.drain()
 	s.cancel()
+	for _, n := range unsubscribe {
+		delete(s.holds, n) // as Envoy drops what it unsubscribes
+	}
 	s.sub.UpdateResourceSubscriptions(subscribe, unsubscribe)
 	s.watch(&discovery.DeltaDiscoveryRequest{TypeUrl: s.c.typeURL, ResponseNonce: "n", ResourceNamesSubscribe: subscribe, ResourceNamesUnsubscribe: unsubscribe})
 }
 
 // The stream ends up with exactly what it subscribes to, at the current
-// versions, whatever the order of updates, removals and subscription
-// changes; and mostly through the log, not full comparisons.
+// versions, whatever the order of updates, removals, subscription changes,
+// reconnections and pauses (long enough for the log to drop what the
+// stream lacks); and mostly through the log, not full comparisons.
 func TestDeltaCacheConverges(t *testing.T) {
 	for _, wildcard := range []bool{true, false} {
 		t.Run(fmt.Sprint("wildcard=", wildcard), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(1, 2))
 			c := newDeltaCache(RouteType, newFullStateCache())
+			c.maxLog = 16
 			name := func() string { return fmt.Sprintf("r%d", rng.IntN(40)) }
 			var subscribe []string
 			if !wildcard {
@@ -80,6 +114,7 @@ func TestDeltaCacheConverges(t *testing.T) {
 				}
 			}
 			s := openStream(t, c, subscribe)
+			reconnects, paused := 0, 0
 			for step := 0; step < 3000; step++ {
 				switch k := rng.IntN(10); {
 				case k < 6:
@@ -95,12 +130,22 @@ func TestDeltaCacheConverges(t *testing.T) {
 					if err := c.update(nil, []string{name()}, nil); err != nil {
 						t.Fatal(err)
 					}
-				case !wildcard:
+				case k == 8 && !wildcard:
 					if rng.IntN(2) == 0 {
 						s.change([]string{name()}, nil)
 					} else {
 						s.change(nil, []string{name()})
 					}
+				case k == 9 && rng.IntN(4) == 0:
+					s.reconnect()
+					reconnects++
+				}
+				if paused > 0 {
+					paused-- // the client reads nothing meanwhile
+					continue
+				}
+				if rng.IntN(50) == 0 {
+					paused = 1 + rng.IntN(40)
 				}
 				s.drain()
 				want := map[string]string{}
@@ -109,8 +154,12 @@ func TestDeltaCacheConverges(t *testing.T) {
 						want[n] = it.version
 					}
 				}
-				if got := s.sub.ReturnedResources(); !maps.Equal(got, want) {
+				if got := s.holds; !maps.Equal(got, want) {
 					t.Fatalf("step %d: stream holds %v, want %v", step, got, want)
+				}
+				// In sync, the cache keeps nothing per name for it.
+				if st := c.streams[mapID(s.sub.ReturnedResources())]; st != nil && len(st.ex) > 0 {
+					t.Fatalf("step %d: stream in sync has exceptions %v", step, st.ex)
 				}
 			}
 			if s.got < 100 {
@@ -118,9 +167,10 @@ func TestDeltaCacheConverges(t *testing.T) {
 			}
 			// A stream with no response yet is compared in full; after
 			// that, its map is known.
-			if c.fullRuns > 5 {
-				t.Fatalf("%d full comparisons for %d responses", c.fullRuns, s.got)
+			if c.fullRuns > 5+2*reconnects {
+				t.Fatalf("%d full comparisons for %d responses and %d reconnections", c.fullRuns, s.got, reconnects)
 			}
+			t.Logf("%d responses, %d reconnections, %d full comparisons, log dropped up to %d", s.got, reconnects, c.fullRuns, c.logStart)
 		})
 	}
 }
