@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"sync"
 	"time"
 )
 
@@ -51,13 +50,13 @@ type passer func(node string, b *barrier) bool
 // version since was superseded: a later barrier asks for that one. Past
 // its deadline, everyone has passed a barrier and those before it.
 func (s *Server) passes(node string, b *barrier) bool {
-	return s.tracker.passes(node, b, s.now(), s.current.get)
+	return s.tracker.passes(node, b, s.now())
 }
 
 // passes is Server.passes. What a node has passed is remembered per chain
 // (the newest barrier's seq), so asking again costs a map lookup; a node
 // that connects or leaves starts over, as a restarted Envoy holds nothing.
-func (t *tracker) passes(node string, b *barrier, now time.Time, current func(typeURL, name string) string) bool {
+func (t *tracker) passes(node string, b *barrier, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e := t.nodes[node]
@@ -74,7 +73,7 @@ func (t *tracker) passes(node string, b *barrier, now time.Time, current func(ty
 			v = &view
 		}
 		for _, r := range x.refs {
-			if current(r.typeURL, r.name) != r.version {
+			if t.servedVersionLocked(r.typeURL, r.name) != r.version {
 				continue // superseded (a removed one served again, too)
 			}
 			if !v.holds(r) {
@@ -84,35 +83,6 @@ func (t *tracker) passes(node string, b *barrier, now time.Time, current func(ty
 	}
 	e.passed[b.chain] = max(e.passed[b.chain], b.seq)
 	return true
-}
-
-// versions is the version served of each resource, by type: read under a
-// lock of its own, since caches ask it while holding theirs.
-type versions struct {
-	mu sync.RWMutex
-	m  map[string]map[string]string
-}
-
-func (v *versions) set(typeURL, name, version string) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.m == nil {
-		v.m = map[string]map[string]string{}
-	}
-	if v.m[typeURL] == nil {
-		v.m[typeURL] = map[string]string{}
-	}
-	if version == "" {
-		delete(v.m[typeURL], name)
-	} else {
-		v.m[typeURL][name] = version
-	}
-}
-
-func (v *versions) get(typeURL, name string) string {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	return v.m[typeURL][name]
 }
 
 // recheckLoop answers the watches a barrier held back for the nodes that

@@ -26,8 +26,7 @@ func connectHolding(tr *tracker, id int64, node string, held map[string]string) 
 func TestBarrierSkipsWhatWasSuperseded(t *testing.T) {
 	tr := newTracker(newMetrics(nil))
 	connectHolding(tr, 1, "envoy-1", map[string]string{"l": "v2"})
-	served := map[string]string{}
-	current := func(_, name string) string { return served[name] }
+	serve := func(name, version string) { tr.serve(listenerType, map[string]string{name: version}) }
 	now := time.Now()
 	seq := uint64(0)
 	at := func(refs ...ref) *barrier {
@@ -36,21 +35,21 @@ func TestBarrierSkipsWhatWasSuperseded(t *testing.T) {
 	}
 
 	removed := at(ref{typeURL: listenerType, name: "l"}) // "l" removed, then...
-	if tr.passes("envoy-1", removed, now, current) {
+	if tr.passes("envoy-1", removed, now) {
 		t.Fatal("a node still holding a removed name passes")
 	}
-	served["l"] = "v2" // ...served again: that removal is superseded
-	if !tr.passes("envoy-1", removed, now, current) {
+	serve("l", "v2") // ...served again: that removal is superseded
+	if !tr.passes("envoy-1", removed, now) {
 		t.Error("a removal superseded by the name served again still holds the node back")
 	}
-	if !tr.passes("envoy-1", at(ref{typeURL: listenerType, name: "l", version: "v1"}), now, current) {
+	if !tr.passes("envoy-1", at(ref{typeURL: listenerType, name: "l", version: "v1"}), now) {
 		t.Error("a version superseded by a later one still holds the node back")
 	}
-	served["l"] = "v3"
-	if tr.passes("envoy-1", at(ref{typeURL: listenerType, name: "l", version: "v3"}), now, current) {
+	serve("l", "v3")
+	if tr.passes("envoy-1", at(ref{typeURL: listenerType, name: "l", version: "v3"}), now) {
 		t.Error("a node passes a version it does not hold")
 	}
-	if !tr.passes("envoy-1", at(ref{typeURL: listenerType, name: "l", version: "v3"}), now.Add(2*time.Minute), current) {
+	if !tr.passes("envoy-1", at(ref{typeURL: listenerType, name: "l", version: "v3"}), now.Add(2*time.Minute)) {
 		t.Error("a barrier past its deadline still holds the node back")
 	}
 }
@@ -61,15 +60,15 @@ func TestBarrierSkipsWhatWasSuperseded(t *testing.T) {
 func TestPassedIsForgottenOnReconnect(t *testing.T) {
 	tr := newTracker(newMetrics(nil))
 	connectHolding(tr, 1, "envoy-1", map[string]string{"l": "v1"})
-	current := func(_, _ string) string { return "v1" }
+	tr.serve(listenerType, map[string]string{"l": "v1"})
 	now := time.Now()
 	b := &barrier{refs: []ref{{typeURL: listenerType, name: "l", version: "v1"}}, deadline: now.Add(time.Minute), chain: warmedChain, seq: 1}
-	if !tr.passes("envoy-1", b, now, current) {
+	if !tr.passes("envoy-1", b, now) {
 		t.Fatal("a node holding the barrier's resource does not pass it")
 	}
 	tr.closed(streamKey{delta: true, id: 1})
 	connectHolding(tr, 2, "envoy-1", nil)
-	if tr.passes("envoy-1", b, now, current) {
+	if tr.passes("envoy-1", b, now) {
 		t.Error("a node that reconnected holding nothing passes what it passed before")
 	}
 }
@@ -132,6 +131,6 @@ func TestBehindFollowsMoves(t *testing.T) {
 	tr.closed(streamKey{delta: true, id: 3})
 	check("envoy-3 left", "peer-1")
 
-	peers = peerSet{views: map[string]*nodeView{"peer-1": {types: map[string]*typeState{listenerType: {acked: map[string]string{"l": "v2"}}}}}, version: 2}
+	peers = peerSet{views: map[string]*nodeView{"peer-1": {types: map[string]*typeState{listenerType: {acked: ackedState{plain: map[string]string{"l": "v2"}}}}}}, version: 2}
 	check("the peer's Envoy caught up")
 }

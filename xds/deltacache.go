@@ -18,8 +18,8 @@ import (
 // on each ACK; with tens of thousands of scopes and route configurations
 // that was most of the server's CPU per change.
 //
-// Here every update gets a sequence number and a log entry per name, with
-// what the name was before. A stream is described by the sequence number it
+// Here every change of a name gets a sequence number and an entry in a
+// versionLog, with the name's version before. A stream is described by the sequence number it
 // was last answered at and its exceptions (deltastream.go), not by a map of
 // everything it holds: at a thousand Envoys that map was most of the
 // controller's memory. So a request is answered from the log since then,
@@ -33,11 +33,8 @@ type deltaCache struct {
 	typeURL  string
 
 	mu       sync.Mutex
-	seq      uint64
 	items    map[string]*item
-	log      []logEntry // names changed, oldest first
-	logStart uint64     // log holds every change after this
-	maxLog   int
+	log      *versionLog
 	streams  map[uintptr]*sent
 	watches  map[*deltaWatch]struct{}
 	now      func() time.Time
@@ -67,13 +64,6 @@ func (it *item) marshaled() ([]byte, error) {
 	return it.bytes, it.err
 }
 
-// logEntry is one change of a name: prev is what the cache served before.
-type logEntry struct {
-	seq  uint64
-	name string
-	prev holding
-}
-
 type deltaWatch struct {
 	req *cache.DeltaRequest
 	sub cache.Subscription
@@ -81,21 +71,17 @@ type deltaWatch struct {
 	s   *sent
 }
 
-// maxLog bounds the log; a stream further behind keeps what it lacks as
-// exceptions (pinLocked).
-const maxLog = 1 << 16
-
 func newDeltaCache(typeURL string, sotw sotwCache) *deltaCache {
 	return &deltaCache{
 		sotw:     sotw,
 		typeURL:  typeURL,
 		items:    map[string]*item{},
+		log:      newVersionLog(),
 		streams:  map[uintptr]*sent{},
 		watches:  map[*deltaWatch]struct{}{},
 		heldBack: map[string]map[*deltaWatch]struct{}{},
 		needs:    map[string]*barrier{},
 		now:      time.Now,
-		maxLog:   maxLog,
 	}
 }
 
@@ -111,9 +97,7 @@ func (c *deltaCache) update(set map[string]entry, remove []string, b *barrier) e
 	if c.sotwLive && b == nil {
 		err = c.updateSotWLocked(set, remove)
 	}
-	c.seq++
-	log := func(n string) {
-		c.log = append(c.log, logEntry{seq: c.seq, name: n, prev: c.currentLocked(n)})
+	need := func(n string) {
 		if b != nil {
 			c.needs[n] = b
 		} else {
@@ -121,16 +105,16 @@ func (c *deltaCache) update(set map[string]entry, remove []string, b *barrier) e
 		}
 	}
 	for n, e := range set {
-		log(n)
 		c.items[n] = &item{msg: e.msg, version: e.version}
+		c.log.set(n, e.version)
+		need(n)
 	}
 	for _, n := range remove {
-		log(n)
 		delete(c.items, n)
+		c.log.set(n, "")
+		need(n)
 	}
-	if len(c.log) > c.maxLog {
-		drop := len(c.log) - c.maxLog/2
-		start := c.log[drop-1].seq
+	if start := c.log.trimPoint(); start != 0 {
 		for _, s := range c.streams {
 			if s.seq < start {
 				c.pinLocked(s)
@@ -141,19 +125,10 @@ func (c *deltaCache) update(set map[string]entry, remove []string, b *barrier) e
 				c.pinLocked(w.s)
 			}
 		}
-		c.logStart = start
-		c.log = slices.Clone(c.log[drop:])
+		c.log.trim()
 	}
 	c.answerWatchesLocked()
 	return err
-}
-
-// currentLocked is what the cache serves of a name.
-func (c *deltaCache) currentLocked(n string) holding {
-	if it := c.items[n]; it != nil {
-		return holding{version: it.version, has: true}
-	}
-	return holding{}
 }
 
 // sotwOn says whether SotW watches have come (and so get changes).
@@ -262,7 +237,7 @@ func (c *deltaCache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscri
 // new state.
 func (c *deltaCache) respondLocked(w *deltaWatch, have map[string]holding, always bool) *deltaResponse {
 	s := w.s
-	r := &deltaResponse{req: w.req, version: strconv.FormatUint(c.seq, 10), returned: s.returned}
+	r := &deltaResponse{req: w.req, version: strconv.FormatUint(c.log.seq, 10), returned: s.returned}
 	node := w.req.GetNode().GetId()
 	now := c.now()
 	for n, h := range have {
@@ -289,7 +264,7 @@ func (c *deltaCache) respondLocked(w *deltaWatch, have map[string]holding, alway
 		}
 		c.exceptLocked(s, n, h, wanted, it)
 	}
-	s.seq, s.wild = c.seq, w.sub.IsWildcard()
+	s.seq, s.wild = c.log.seq, w.sub.IsWildcard()
 	if len(r.items) == 0 && len(r.removed) == 0 && !always {
 		return nil
 	}

@@ -105,7 +105,7 @@ func TestDeltaCacheConverges(t *testing.T) {
 		t.Run(fmt.Sprint("wildcard=", wildcard), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(1, 2))
 			c := newDeltaCache(RouteType, newFullStateCache())
-			c.maxLog = 16
+			c.log.maxLog = 16
 			name := func() string { return fmt.Sprintf("r%d", rng.IntN(40)) }
 			var subscribe []string
 			if !wildcard {
@@ -170,7 +170,7 @@ func TestDeltaCacheConverges(t *testing.T) {
 			if c.fullRuns > 5+2*reconnects {
 				t.Fatalf("%d full comparisons for %d responses and %d reconnections", c.fullRuns, s.got, reconnects)
 			}
-			t.Logf("%d responses, %d reconnections, %d full comparisons, log dropped up to %d", s.got, reconnects, c.fullRuns, c.logStart)
+			t.Logf("%d responses, %d reconnections, %d full comparisons, log dropped up to %d", s.got, reconnects, c.fullRuns, c.log.start)
 		})
 	}
 }

@@ -1,9 +1,7 @@
 package xds
 
 import (
-	"cmp"
 	"reflect"
-	"slices"
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -11,7 +9,8 @@ import (
 
 // What one delta stream holds, without a map entry per resource: a stream
 // answered at seq holds, of each name it wants, what the cache served at
-// seq; of the others, nothing; except for the names in ex. The exceptions
+// seq (in the cache's versionLog); of the others, nothing; except for the
+// names in ex. The exceptions
 // are the names a barrier held back, and whatever a full comparison or a
 // subscription change left different; for a stream in sync they are few.
 // What a stream held of a name changed since is the name's prev in its
@@ -62,25 +61,21 @@ func (c *deltaCache) candidatesLocked(s *sent, sub cache.Subscription, req *cach
 		_, ok := subscribed[n]
 		return s.wild || ok
 	}
-	i, _ := slices.BinarySearchFunc(c.log, s.seq+1, func(e logEntry, seq uint64) int { return cmp.Compare(e.seq, seq) })
-	out := make(map[string]holding, len(c.log)-i+len(s.ex))
-	for _, e := range c.log[i:] {
-		if _, ok := out[e.name]; ok {
-			continue // the first change after seq has what s holds
-		}
-		if wanted(e.name) {
-			out[e.name] = e.prev
+	out := make(map[string]holding, len(s.ex))
+	c.log.since(s.seq, func(n string, was holding) {
+		if wanted(n) {
+			out[n] = was
 		} else {
-			out[e.name] = holding{}
+			out[n] = holding{}
 		}
-	}
+	})
 	for _, n := range req.GetResourceNamesSubscribe() {
 		switch _, ok := out[n]; {
 		case n == wildcardName:
 		case !s.wild:
 			out[n] = holding{} // new to it
 		case !ok:
-			out[n] = c.currentLocked(n) // wildcard: it had it anyway
+			out[n] = c.log.current(n) // wildcard: it had it anyway
 		}
 	}
 	for n, h := range s.ex {
@@ -88,7 +83,7 @@ func (c *deltaCache) candidatesLocked(s *sent, sub cache.Subscription, req *cach
 	}
 	for n := range s.held {
 		if _, ok := out[n]; !ok && wanted(n) {
-			out[n] = c.currentLocked(n)
+			out[n] = c.log.current(n)
 		} else if !ok {
 			out[n] = holding{}
 		}
@@ -157,7 +152,7 @@ func (c *deltaCache) pinLocked(s *sent) {
 	for n, h := range c.candidatesLocked(s, s.sub, nil) {
 		c.exceptLocked(s, n, h, wants(s.sub, n), c.items[n])
 	}
-	s.seq = c.seq
+	s.seq = c.log.seq
 }
 
 // forgetAfter drops a stream's state that long after its last watch was

@@ -169,7 +169,10 @@ func (t *tracker) behind(refs []ref, peers peerSet) []string {
 func (v *nodeView) holdsExactly(refs []ref) bool {
 	for _, r := range refs {
 		ts := v.types[r.typeURL]
-		if ts == nil || ts.acked[r.name] != r.version {
+		if ts == nil {
+			return false
+		}
+		if v, _ := ts.ackedOf(r.name); v != r.version {
 			return false
 		}
 	}
@@ -183,7 +186,7 @@ func (v *nodeView) holds(r ref) bool {
 		if ts == nil {
 			return true
 		}
-		_, has := ts.acked[r.name]
+		_, has := ts.ackedOf(r.name)
 		return !has
 	}
 	if r.typeURL == routeType || r.typeURL == scopeType {
@@ -202,7 +205,7 @@ func (v *nodeView) holds(r ref) bool {
 	if e, ok := ts.errors[r.name]; ok && e.Version == r.version {
 		return true // rejected: waiting longer will not help
 	}
-	if ts.acked[r.name] != r.version {
+	if v, _ := ts.ackedOf(r.name); v != r.version {
 		return false
 	}
 	if r.eds == "" {
@@ -212,7 +215,7 @@ func (v *nodeView) holds(r ref) bool {
 	if ets == nil {
 		return false
 	}
-	_, acked := ets.acked[r.eds]
+	_, acked := ets.ackedOf(r.eds)
 	_, failed := ets.errors[r.eds]
 	return acked || failed
 }

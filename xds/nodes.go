@@ -107,7 +107,7 @@ func (t *tracker) snapshot() []NodeStatus {
 		ns := NodeStatus{ID: v.node.GetId(), Cluster: v.node.GetCluster(), Delta: v.delta, Types: map[string]TypeStatus{}, node: v.node}
 		for typeURL, ts := range v.types {
 			s := TypeStatus{
-				Acked:       maps.Clone(ts.acked),
+				Acked:       ts.ackedAll(),
 				Wildcard:    ts.wildcard,
 				Subscribed:  slices.Sorted(maps.Keys(ts.subscribed)),
 				Errors:      maps.Clone(ts.errors),
@@ -166,8 +166,10 @@ func (t *tracker) acked(typeURL, name, version string) []string {
 	defer t.mu.Unlock()
 	var out []string
 	for id, e := range t.nodes {
-		if ts := e.view().types[typeURL]; ts != nil && ts.acked[name] == version {
-			out = append(out, id)
+		if ts := e.view().types[typeURL]; ts != nil {
+			if v, _ := ts.ackedOf(name); v == version {
+				out = append(out, id)
+			}
 		}
 	}
 	slices.Sort(out)

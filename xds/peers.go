@@ -215,7 +215,7 @@ func (p *Peers) views() peerSet {
 	for id, types := range p.nodes {
 		v := &nodeView{types: map[string]*typeState{}}
 		for typeURL, acked := range types {
-			v.types[typeURL] = &typeState{acked: acked}
+			v.types[typeURL] = &typeState{acked: ackedState{plain: acked}}
 		}
 		p.seen[id] = v
 	}

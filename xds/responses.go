@@ -47,7 +47,7 @@ func (t *tracker) onResponse(id int64, resp *discovery.DiscoveryResponse) {
 	if st == nil {
 		return
 	}
-	ts, _ := st.typeState(typeURL)
+	ts, _ := t.typeStateLocked(st, typeURL)
 	full := sotwFullState(typeURL)
 	if full {
 		clear(ts.sent)
@@ -78,7 +78,7 @@ func (t *tracker) onDeltaResponse(id int64, resp *discovery.DeltaDiscoveryRespon
 	if st == nil {
 		return
 	}
-	ts, _ := st.typeState(typeURL)
+	ts, _ := t.typeStateLocked(st, typeURL)
 	seq, _ := strconv.ParseInt(resp.GetNonce(), 10, 64)
 	ts.pending[resp.GetNonce()] = &sentResponse{seq: seq, resources: res, removed: resp.GetRemovedResources()}
 }

@@ -71,7 +71,6 @@ type Server struct {
 	done     chan struct{}
 	sotwKick chan struct{}
 	now      func() time.Time
-	current  versions // served versions, for barriers
 
 	mu         sync.Mutex
 	desired    state                          // latest state handed in

@@ -28,6 +28,7 @@ type tracker struct {
 	hashes hashMemo
 
 	mu      sync.Mutex
+	served  map[string]*versionLog // by type: what the server serves (served.go)
 	streams map[streamKey]*streamState
 	nodes   map[string]*nodeEntry  // by node id, those with a stream
 	moved   map[string]struct{}    // nodes that ACKed, NACKed, came or went since takeMoved
@@ -44,11 +45,13 @@ type streamState struct {
 }
 
 type typeState struct {
+	delta      bool
 	legacy     bool // subscription started empty: wildcard until names are given
 	wildcard   bool
 	subscribed map[string]struct{}
 
-	acked       map[string]string
+	table       *versionLog
+	acked       ackedState
 	errors      map[string]ResourceError
 	lastNack    *Nack
 	lastUpdated time.Time
@@ -72,6 +75,7 @@ func newTracker(m *metrics) *tracker {
 	return &tracker{
 		m:       m,
 		now:     time.Now,
+		served:  map[string]*versionLog{},
 		streams: map[streamKey]*streamState{},
 		nodes:   map[string]*nodeEntry{},
 		moved:   map[string]struct{}{},
@@ -80,20 +84,21 @@ func newTracker(m *metrics) *tracker {
 	}
 }
 
-func newTypeState() *typeState {
+func newTypeState(delta bool, table *versionLog) *typeState {
 	return &typeState{
+		delta:      delta,
+		table:      table,
 		subscribed: map[string]struct{}{},
-		acked:      map[string]string{},
 		errors:     map[string]ResourceError{},
 		pending:    map[string]*sentResponse{},
 		sent:       map[string]string{},
 	}
 }
 
-func (st *streamState) typeState(typeURL string) (*typeState, bool) {
+func (t *tracker) typeStateLocked(st *streamState, typeURL string) (*typeState, bool) {
 	ts, ok := st.types[typeURL]
 	if !ok {
-		ts = newTypeState()
+		ts = newTypeState(st.delta, t.tableLocked(typeURL))
 		st.types[typeURL] = ts
 	}
 	return ts, !ok
@@ -249,7 +254,7 @@ func (t *tracker) requestStateLocked(key streamKey, node *core.Node, typeURL str
 	if typeURL == "" {
 		typeURL = st.defaultType
 	}
-	ts, first = st.typeState(typeURL)
+	ts, first = t.typeStateLocked(st, typeURL)
 	return ts, typeURL, first
 }
 
@@ -264,25 +269,31 @@ func (t *tracker) onDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest)
 	}
 	if first {
 		// A reconnecting Envoy still runs what it had; record it as held.
-		maps.Copy(ts.acked, req.GetInitialResourceVersions())
+		for n, v := range req.GetInitialResourceVersions() {
+			ts.setAckedRaw(n, holding{version: v, has: true})
+		}
 		if len(req.GetResourceNamesSubscribe()) == 0 {
 			ts.legacy, ts.wildcard = true, true
 		}
 	}
 	for _, n := range req.GetResourceNamesSubscribe() {
 		if n == "*" {
-			ts.wildcard = true
+			ts.setWildcard(true)
+		} else if !ts.wants(n) {
+			ts.subscribed[n] = struct{}{}
+			ts.subscriptionChanged(n)
 		} else {
 			ts.subscribed[n] = struct{}{}
 		}
 	}
 	for _, n := range req.GetResourceNamesUnsubscribe() {
 		if n == "*" {
-			ts.wildcard, ts.legacy = false, false
+			ts.setWildcard(false)
+			ts.legacy = false
 			continue
 		}
 		delete(ts.subscribed, n)
-		delete(ts.acked, n)
+		ts.subscriptionChanged(n)
 		delete(ts.errors, n)
 	}
 	if nonce := req.GetResponseNonce(); nonce != "" {
@@ -298,15 +309,11 @@ func (t *tracker) answerLocked(ts *typeState, typeURL string, p *sentResponse, m
 	ts.lastUpdated = now
 	if !nack {
 		t.m.acks.WithLabelValues(typeLabel(typeURL)).Inc()
-		if p.full {
-			clear(ts.acked)
-		}
-		for n, v := range p.resources {
-			ts.acked[n] = v
+		ts.ackApply(p)
+		for n := range p.resources {
 			delete(ts.errors, n)
 		}
 		for _, n := range p.removed {
-			delete(ts.acked, n)
 			delete(ts.errors, n)
 		}
 		return
@@ -316,7 +323,7 @@ func (t *tracker) answerLocked(ts *typeState, typeURL string, p *sentResponse, m
 	// not what it rejected. Blame the new and changed ones (all, if none).
 	blamed := map[string]string{}
 	for n, v := range p.resources {
-		if ts.acked[n] != v {
+		if held, _ := ts.ackedOf(n); held != v {
 			blamed[n] = v
 		}
 	}
@@ -358,9 +365,9 @@ func (ts *typeState) prune() {
 	if ts.wildcard {
 		return
 	}
-	for n := range ts.acked {
+	for n := range ts.acked.ex {
 		if !ts.wants(n) {
-			delete(ts.acked, n)
+			delete(ts.acked.ex, n)
 		}
 	}
 	for n := range ts.errors {

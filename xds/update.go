@@ -163,18 +163,20 @@ func (s *Server) applyAfterLocked(typeURL string, set map[string]entry, remove [
 	if len(update) == 0 && len(gone) == 0 {
 		return nil
 	}
+	versions := make(map[string]string, len(update)+len(gone))
 	for name, e := range update {
 		s.size[typeURL] += e.size - served[name].size
 		served[name] = e
-		s.current.set(typeURL, name, e.version)
+		versions[name] = e.version
 	}
 	sort.Strings(gone)
 	for _, name := range gone {
 		s.size[typeURL] -= served[name].size
 		delete(served, name)
-		s.current.set(typeURL, name, "")
+		versions[name] = ""
 		changed = append(changed, ref{typeURL: typeURL, name: name})
 	}
+	s.tracker.serve(typeURL, versions)
 	if err := s.caches[typeURL].update(update, gone, b); err != nil {
 		s.log.Error("xds: updating cache", zap.String("type", typeLabel(typeURL)), zap.Error(err))
 	}
