@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unique"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -266,6 +267,12 @@ func (t *tracker) onDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest)
 	ts, typeURL, first := t.requestStateLocked(streamKey{delta: true, id: id}, req.GetNode(), req.GetTypeUrl())
 	if ts == nil {
 		return
+	}
+	// Each stream's subscriptions (ours and go-control-plane's, which
+	// reads the request after us) share one copy of each name, not one
+	// per request that named it.
+	for i, n := range req.GetResourceNamesSubscribe() {
+		req.ResourceNamesSubscribe[i] = unique.Make(n).Value()
 	}
 	if first {
 		// A reconnecting Envoy still runs what it had; record it as held.
