@@ -152,6 +152,19 @@ func TestStatusCommand(t *testing.T) {
 		}
 		return nil
 	})
+	// Its status names the Envoy it waits for once it has waited
+	// --name-pending-after (5 s).
+	eventually(t, 20*time.Second, "the KIngress's status naming envoy-1", func() error {
+		ing, err := kn.NetworkingV1alpha1().Ingresses(ns).Get(context.Background(), "status", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		c := ing.Status.GetCondition(v1alpha1.IngressConditionReady)
+		if ing.Status.ObservedGeneration != ing.Generation || c == nil || !c.IsUnknown() || c.Reason != "EnvoysBehind" || c.Message != "not served yet by 1 Envoy: envoy-1" {
+			return fmt.Errorf("generation %d, status %+v", ing.Generation, ing.Status)
+		}
+		return nil
+	})
 	out, _ := sluiceStatus(t, "--server", xdsAddr(0), ns+"/status")
 	t.Logf("one Envoy frozen:\n%s", out)
 	if !strings.Contains(out, "envoy-1") || !strings.Contains(out, " no ") || !strings.Contains(out, "generation 2 is not Ready yet") {

@@ -54,6 +54,7 @@ func runController(args []string, stderr io.Writer) error {
 	fs.StringVar(&opts.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain")
 	fs.BoolVar(&opts.WatchAllSecrets, "watch-all-secrets", false, "watch every Secret, not only those labelled "+"networking.internal.knative.dev/certificate-uid")
 	fs.DurationVar(&opts.Debounce, "debounce", 5*time.Millisecond, "gather changes for this long before publishing")
+	fs.DurationVar(&opts.NamePendingAfter, "name-pending-after", 5*time.Second, "after this long waiting for Envoys, a KIngress's status names those that do not serve it yet")
 	fs.IntVar(&opts.Workers, "workers", 4, "reconcile workers")
 	for _, np := range opts.Translator.Ports() {
 		fs.Func(np.Key, fmt.Sprintf("Envoy listener port (default %d; config-sluice may override)", *np.Port), func(s string) error {

@@ -65,6 +65,11 @@ type Options struct {
 	Debounce time.Duration
 	Workers  int
 	Resync   time.Duration
+	// NamePendingAfter is how long an ingress waits for Envoys before its
+	// status names those that do not serve it yet (0: 5 s). Sooner, the
+	// common case of a change reaching every Envoy in milliseconds would
+	// cost a status write more.
+	NamePendingAfter time.Duration
 	// NACKAnnotation, for tests only: an ingress annotated with this key
 	// set to "true" is translated into something Envoy rejects.
 	NACKAnnotation string
@@ -115,6 +120,9 @@ type Controller struct {
 
 // New wires the informers; Run starts them.
 func New(log *zap.Logger, kube kubernetes.Interface, kn clientset.Interface, sink Sink, m *Metrics, opts Options) *Controller {
+	if opts.NamePendingAfter <= 0 {
+		opts.NamePendingAfter = 5 * time.Second
+	}
 	if opts.Workers <= 0 {
 		opts.Workers = 4
 	}

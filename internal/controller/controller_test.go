@@ -369,14 +369,16 @@ func TestGenerationFollowed(t *testing.T) {
 }
 
 // Ready waits for the Envoys: an ingress is not Ready while one connected
-// Envoy has not acknowledged the state that holds it.
+// Envoy has not acknowledged the state that holds it. Its status is not
+// written meanwhile, until it has waited NamePendingAfter: then it names
+// the Envoys behind.
 func TestReadyWaitsForEnvoys(t *testing.T) {
 	e := &env{kube: kubefake.NewClientset(), sink: &fakeSink{signal: make(chan struct{}, 1), slow: true}}
 	e.kube = kubefake.NewClientset(service("a"))
 	e.kn = knfake.NewSimpleClientset(ingress("a", "a.example.com", "a", ours()))
 	e.ctrl = New(zap.NewNop(), e.kube, e.kn, e.sink, NewMetrics(nil), Options{
 		IngressClass: class, SystemNamespace: "knative-serving", PublicService: "p", PrivateService: "q",
-		ClusterDomain: "cluster.local", Translator: translator.DefaultConfig(),
+		ClusterDomain: "cluster.local", Translator: translator.DefaultConfig(), NamePendingAfter: time.Second,
 	})
 	e.ctrl.SetLeader(true)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -388,9 +390,18 @@ func TestReadyWaitsForEnvoys(t *testing.T) {
 		defer e.sink.mu.Unlock()
 		return e.sink.heldBack > 0
 	})
-	if e.get(t, "a").IsReady() {
-		t.Fatal("Ready before the Envoy acknowledged")
+	if a := e.get(t, "a"); a.IsReady() || a.Status.ObservedGeneration != 0 {
+		t.Fatalf("status written before the Envoy acknowledged or NamePendingAfter passed: %+v", a.Status)
 	}
+	// With no Envoy event at all (a stopped Envoy sends none), the status
+	// names the Envoy once the ingress has waited NamePendingAfter.
+	waitFor(t, "a's status naming the slow Envoy", func() bool {
+		a := e.get(t, "a")
+		c := cond(a, v1alpha1.IngressConditionLoadBalancerReady)
+		ready := cond(a, v1alpha1.IngressConditionReady)
+		return a.Status.ObservedGeneration == 1 && c != nil && c.Reason == "EnvoysBehind" && c.Message == "not served yet by 1 Envoy: slow" &&
+			ready != nil && ready.IsUnknown() && ready.Reason == "EnvoysBehind"
+	})
 	full, _, _ := e.sink.state()
 	e.sink.ack(uint64(full))
 	waitFor(t, "ready after the ACK", func() bool { return e.get(t, "a").IsReady() })

@@ -87,7 +87,7 @@ func (c *Controller) publish() error {
 		return err
 	}
 	c.metrics.observePublish(time.Since(start), out, nEDS)
-	c.book.Published(changed, gen)
+	c.book.Published(changed, gen, time.Now())
 	c.mu.Lock()
 	c.published = true
 	c.mu.Unlock()

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -30,7 +31,8 @@ func (c *Controller) lbStatus() (public, private []v1alpha1.LoadBalancerIngressS
 // (see rollout.Book.Check). ok is false when there is nothing to write
 // yet: the table holds an older generation than the object (a reconcile
 // is on its way), or the ingress is not yet served by every Envoy (Envoy
-// events check it again).
+// events check it again) and has not waited NamePendingAfter; after that,
+// its status names the Envoys it waits for.
 func (c *Controller) desiredStatus(ing *v1alpha1.Ingress) (st *v1alpha1.IngressStatus, ok bool) {
 	key := ing.Namespace + "/" + ing.Name
 	c.mu.Lock()
@@ -41,7 +43,8 @@ func (c *Controller) desiredStatus(ing *v1alpha1.Ingress) (st *v1alpha1.IngressS
 	if !found || !published || p.Generation != ing.Generation {
 		return nil, false
 	}
-	v := c.book.Check(p, tableErr, time.Now())
+	now := time.Now()
+	v := c.book.Check(p, tableErr, now)
 	if v.Took > 0 {
 		c.metrics.propagation.Observe(v.Took.Seconds())
 	}
@@ -50,7 +53,16 @@ func (c *Controller) desiredStatus(ing *v1alpha1.Ingress) (st *v1alpha1.IngressS
 	st.ObservedGeneration = ing.Generation
 	switch v.State {
 	case rollout.Pending:
-		return nil, false
+		if len(v.Behind) == 0 || v.Since.IsZero() {
+			return nil, false
+		}
+		if left := c.opts.NamePendingAfter - now.Sub(v.Since); left > 0 {
+			c.statusQueue.AddAfter(key, left) // an Envoy stopped for good sends no event
+			return nil, false
+		}
+		st.MarkNetworkConfigured()
+		ing.GetConditionSet().Manage(st).MarkUnknown(v1alpha1.IngressConditionLoadBalancerReady, "EnvoysBehind", "%s", behindMessage(v.Behind))
+		return st, true
 	case rollout.Failed:
 		ing.GetConditionSet().Manage(st).MarkFalse(v1alpha1.IngressConditionNetworkConfigured, v.Err.Reason, "%s", v.Err.Message)
 		st.MarkLoadBalancerNotReady()
@@ -130,4 +142,18 @@ func (c *Controller) watchEnvoys(ctx context.Context) {
 			c.statusQueue.Add(k)
 		}
 	}
+}
+
+// behindMessage names the Envoys an ingress waits for, the first few.
+func behindMessage(behind []string) string {
+	const shown = 5
+	envoys := "Envoys"
+	if len(behind) == 1 {
+		envoys = "Envoy"
+	}
+	msg := fmt.Sprintf("not served yet by %d %s: %s", len(behind), envoys, strings.Join(behind[:min(shown, len(behind))], ", "))
+	if len(behind) > shown {
+		msg += fmt.Sprintf(" and %d more", len(behind)-shown)
+	}
+	return msg
 }

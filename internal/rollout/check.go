@@ -24,8 +24,11 @@ func (s State) String() string { return [...]string{"Pending", "Ready", "Failed"
 // Verdict is the answer to "why is this KIngress (not) Ready?".
 type Verdict struct {
 	State State
-	// Behind lists the Envoys not serving it yet (Pending).
+	// Behind lists the Envoys not serving it yet (Pending), and Gen and
+	// Since the generation they lack and when it was published.
 	Behind []string
+	Gen    uint64
+	Since  time.Time
 	// Err is why it failed (Failed).
 	Err *translator.Error
 	// Took is the propagation time, on the first check that finds it
@@ -40,8 +43,9 @@ func (b *Book) Check(p *translator.Piece, e *translator.Error, now time.Time) Ve
 	key := p.Key()
 	b.mu.Lock()
 	var gen uint64
+	var since time.Time
 	if r, ok := b.ingresses[key]; ok {
-		gen = r.publishedGen
+		gen, since = r.publishedGen, r.publishedAt
 	}
 	if e != nil && gen != 0 {
 		b.waiting.Delete(key)
@@ -61,11 +65,11 @@ func (b *Book) Check(p *translator.Piece, e *translator.Error, now time.Time) Ve
 	r, ok := b.ingresses[key]
 	if !ok || r.publishedGen != gen {
 		// Republished (or gone) meanwhile: the next check decides.
-		return Verdict{State: Pending, Behind: behind}
+		return Verdict{State: Pending}
 	}
 	if len(behind) > 0 {
 		b.waiting.Insert(key)
-		return Verdict{State: Pending, Behind: behind}
+		return Verdict{State: Pending, Behind: behind, Gen: gen, Since: since}
 	}
 	b.waiting.Delete(key)
 	v := Verdict{State: Ready}

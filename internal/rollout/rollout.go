@@ -67,6 +67,8 @@ type ingress struct {
 	// held the current outcome (0: not published yet; a Sink's
 	// generations start at 1).
 	publishedGen uint64
+	// publishedAt is when publishedGen was published.
+	publishedAt time.Time
 	// confirmedGen is the publishedGen every Envoy was last seen serving.
 	confirmedGen uint64
 	// madeAt is when the current translation was made, until confirmed:
@@ -139,13 +141,14 @@ func (b *Book) Noted(p *translator.Piece, e *translator.Error) bool {
 	return true
 }
 
-// Published records that the state of generation gen first holds the
-// current outcome of keys.
-func (b *Book) Published(keys []string, gen uint64) {
+// Published records that the state of generation gen, published at t,
+// first holds the current outcome of keys.
+func (b *Book) Published(keys []string, gen uint64, t time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, k := range keys {
-		b.getLocked(k).publishedGen = gen
+		r := b.getLocked(k)
+		r.publishedGen, r.publishedAt = gen, t
 	}
 }
 

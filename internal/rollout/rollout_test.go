@@ -83,7 +83,7 @@ func TestTransitions(t *testing.T) {
 	publish := func() {
 		gen++
 		if b.Noted(tb.pieces["ns/a"], tb.Status("ns/a")) {
-			b.Published([]string{"ns/a"}, gen)
+			b.Published([]string{"ns/a"}, gen, time.Time{})
 		}
 		f.served[resource.RouteType+"/"+routes] = fmt.Sprint("v", gen)
 	}
@@ -182,7 +182,7 @@ func TestCulpritsShared(t *testing.T) {
 		p.Clusters = append(p.Clusters, clusterNamed("ns/svc:80"))
 		tb.pieces[p.Key()] = p
 		b.Noted(p, nil)
-		b.Published([]string{p.Key()}, uint64(i+1))
+		b.Published([]string{p.Key()}, uint64(i+1), time.Time{})
 	}
 	b.Check(tb.pieces["ns/old"], nil, time.Now()) // confirmed
 	f.rejections = []Rejection{{Node: "e0", TypeURL: resource.ClusterType, Name: "ns/svc:80", Version: "c1", Error: "older"}}
@@ -238,7 +238,7 @@ func TestLeaderChange(t *testing.T) {
 		t.Fatalf("before its own publish: %v", v.State)
 	}
 	b.Noted(p, tb.Status(p.Key()))
-	b.Published([]string{p.Key()}, 1)
+	b.Published([]string{p.Key()}, 1, time.Time{})
 	if c := b.Culprits(tb); len(c) != 0 {
 		t.Fatalf("the new leader blamed %+v for a NACK already in status", c)
 	}
