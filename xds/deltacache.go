@@ -204,18 +204,23 @@ func (c *deltaCache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscri
 	c.forgetLocked()
 	w := &deltaWatch{req: req, sub: sub, out: out}
 	var have map[string]holding
-	if s := c.streams[mapID(sub.ReturnedResources())]; s != nil {
-		w.s = s
-		have = c.candidatesLocked(s, sub, req)
-		clear(s.returned) // go-control-plane marks names in it (see sent)
+	known := c.streams[mapID(sub.ReturnedResources())]
+	if known != nil {
+		w.s = known
+		have = c.candidatesLocked(known, sub, req)
+		clear(known.returned) // go-control-plane marks names in it (see sent)
 	} else {
 		c.fullRuns++
 		w.s, have = c.newStreamLocked(sub)
 	}
 	w.s.sub, w.s.closed = sub, time.Time{}
 	// Envoy waits for an answer to its first wildcard request, even an
-	// empty one, to finish initialising.
-	first := sub.IsWildcard() && req.GetResponseNonce() == ""
+	// empty one, to finish initialising. A stream new to the cache is
+	// answered too, even when it holds everything already (an Envoy back
+	// after a restart): the answer hands go-control-plane the stream's own
+	// small map in place of the versions it announced, and its ACK lets the
+	// tracker keep the node's state as a few exceptions (acked.go).
+	first := req.GetResponseNonce() == "" && (sub.IsWildcard() || known == nil)
 	if r := c.respondLocked(w, have, first); r != nil {
 		out <- r
 		return c.closer(w.s), nil

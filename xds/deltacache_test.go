@@ -205,3 +205,43 @@ func TestDeltaCacheResponse(t *testing.T) {
 		t.Fatalf("removal: %v", resp)
 	}
 }
+
+// An Envoy back after a restart, holding everything current, gets an
+// empty answer: from then on the cache knows its stream (no full
+// comparison per request) and go-control-plane holds the stream's small
+// map, not the versions the Envoy announced.
+func TestDeltaCacheAnswersAReturningEnvoy(t *testing.T) {
+	c := newDeltaCache(RouteType, newFullStateCache())
+	a, b := route("a", "x"), route("b", "y")
+	if err := c.update(map[string]entry{"a": {msg: a, version: Version(a)}, "b": {msg: b, version: Version(b)}}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	held := map[string]string{"a": Version(a), "b": Version(b)}
+	s := &deltaStream{t: t, c: c, ch: make(chan cache.DeltaResponse, 1), holds: maps.Clone(held)}
+	s.sub = stream.NewDeltaSubscription([]string{"a", "b"}, nil, maps.Clone(held), true)
+	s.watch(&discovery.DeltaDiscoveryRequest{TypeUrl: RouteType, ResourceNamesSubscribe: []string{"a", "b"}, InitialResourceVersions: held})
+	var r cache.DeltaResponse
+	select {
+	case r = <-s.ch:
+	default:
+		t.Fatal("no answer to a returning Envoy")
+	}
+	resp, err := r.GetDeltaDiscoveryResponse()
+	if err != nil || len(resp.Resources) != 0 || len(resp.RemovedResources) != 0 {
+		t.Fatalf("answer %v %v, want an empty one", resp, err)
+	}
+	if m := r.GetReturnedResources(); len(m) != 0 || c.streams[mapID(m)] == nil {
+		t.Fatalf("returned map %v, known %v", m, c.streams[mapID(m)] != nil)
+	}
+	s.sub.SetReturnedResources(r.GetReturnedResources())
+	runs := c.fullRuns
+	s.watch(&discovery.DeltaDiscoveryRequest{TypeUrl: RouteType, ResponseNonce: "1"})
+	a2 := route("a", "z")
+	if err := c.update(map[string]entry{"a": {msg: a2, version: Version(a2)}}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.drain()
+	if c.fullRuns != runs || s.holds["a"] != Version(a2) || s.holds["b"] != Version(b) {
+		t.Fatalf("full comparisons %d -> %d, holds %v", runs, c.fullRuns, s.holds)
+	}
+}
