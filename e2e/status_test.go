@@ -167,7 +167,7 @@ func TestStatusCommand(t *testing.T) {
 	})
 	out, _ := sluiceStatus(t, "--server", xdsAddr(0), ns+"/status")
 	t.Logf("one Envoy frozen:\n%s", out)
-	if !strings.Contains(out, "envoy-1") || !strings.Contains(out, " no ") || !strings.Contains(out, "generation 2 is not Ready yet") {
+	if !strings.Contains(out, "envoy-1") || !strings.Contains(out, " no ") || !strings.Contains(out, "EnvoysBehind") || !strings.Contains(out, "not served yet by 1 Envoy: envoy-1") {
 		t.Errorf("table:\n%s", out)
 	}
 	thaw()
