@@ -133,6 +133,23 @@ func (ts *typeState) rebase(truth map[string]holding) {
 
 // ackApply records an ACK of p.
 func (ts *typeState) ackApply(p *sentResponse) {
+	if ts.acked.at == 0 && !p.full {
+		// The full map and p, moved to the relative form at the cost of
+		// what the node holds (delta), or p written into the full map:
+		// a thousand Envoys connecting would otherwise each pay for every
+		// name served on every ACK.
+		for _, n := range p.removed {
+			delete(ts.acked.ex, n)
+		}
+		if ts.delta && ts.table.seq != 0 {
+			ts.toRelative(p.resources)
+			return
+		}
+		for n, v := range p.resources {
+			ts.setAckedRaw(n, holding{version: v, has: true})
+		}
+		return
+	}
 	var truth map[string]holding
 	if p.full {
 		truth = map[string]holding{}
@@ -220,4 +237,61 @@ func (t *tracker) serve(typeURL string, versions map[string]string) {
 // servedVersion is the version of a resource served now ("" for none).
 func (t *tracker) servedVersionLocked(typeURL, name string) string {
 	return t.tableLocked(typeURL).versions[name]
+}
+
+// toRelative moves a node from its full map (at 0) and the versions just
+// ACKed to the relative form, at the cost of the names it holds: the names
+// it wants that are served but that it lacks are looked for only when the
+// counts say some are missing.
+func (ts *typeState) toRelative(acked map[string]string) {
+	held := ts.acked.ex
+	ts.acked = ackedState{at: ts.table.seq}
+	covered := 0 // names held that are wanted and served
+	visit := func(n string, h holding) {
+		if cur := ts.table.current(n); cur.has && ts.wants(n) {
+			covered++
+			if cur == h {
+				return
+			}
+		}
+		ts.setAckedRaw(n, h)
+	}
+	for n, v := range acked {
+		visit(n, holding{version: v, has: true})
+	}
+	for n, h := range held {
+		if _, ok := acked[n]; !ok {
+			visit(n, h)
+		}
+	}
+	wanted := 0 // names wanted and served
+	if ts.wildcard {
+		wanted = len(ts.table.versions)
+	} else {
+		for n := range ts.subscribed {
+			if _, ok := ts.table.versions[n]; ok {
+				wanted++
+			}
+		}
+	}
+	if covered == wanted {
+		return
+	}
+	lack := func(n string) {
+		_, ok := held[n]
+		if _, acked := acked[n]; !ok && !acked {
+			ts.setAckedRaw(n, holding{})
+		}
+	}
+	if ts.wildcard {
+		for n := range ts.table.versions {
+			lack(n)
+		}
+		return
+	}
+	for n := range ts.subscribed {
+		if _, ok := ts.table.versions[n]; ok {
+			lack(n)
+		}
+	}
 }
