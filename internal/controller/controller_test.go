@@ -405,6 +405,17 @@ func TestReadyWaitsForEnvoys(t *testing.T) {
 	full, _, _ := e.sink.state()
 	e.sink.ack(uint64(full))
 	waitFor(t, "ready after the ACK", func() bool { return e.get(t, "a").IsReady() })
+
+	// An Envoy joins that does not hold a yet: a stays Ready (it is not a
+	// change of a), past NamePendingAfter too.
+	e.sink.mu.Lock()
+	e.sink.acked = 0
+	e.sink.mu.Unlock()
+	e.ctrl.statusQueue.Add("ns/a")
+	time.Sleep(1500 * time.Millisecond)
+	if a := e.get(t, "a"); !a.IsReady() {
+		t.Fatalf("a Ready ingress lost Ready when an Envoy joined: %+v", a.Status)
+	}
 }
 
 // startHeld starts with ingress a Ready, then makes the Envoy hold what

@@ -53,7 +53,12 @@ func (c *Controller) desiredStatus(ing *v1alpha1.Ingress) (st *v1alpha1.IngressS
 	st.ObservedGeneration = ing.Generation
 	switch v.State {
 	case rollout.Pending:
-		if len(v.Behind) == 0 || v.Since.IsZero() {
+		if len(v.Behind) == 0 || v.Since.IsZero() || ing.IsReady() {
+			return nil, false // Ready stays Ready while new Envoys catch up
+		}
+		if r := ing.Status.GetCondition(v1alpha1.IngressConditionReady); ing.Status.ObservedGeneration == ing.Generation && r != nil && r.Reason == reasonBehind {
+			// Named once per generation: a write for each Envoy catching
+			// up would cost the fleet's size per ingress.
 			return nil, false
 		}
 		if left := c.opts.NamePendingAfter - now.Sub(v.Since); left > 0 {
@@ -61,7 +66,7 @@ func (c *Controller) desiredStatus(ing *v1alpha1.Ingress) (st *v1alpha1.IngressS
 			return nil, false
 		}
 		st.MarkNetworkConfigured()
-		ing.GetConditionSet().Manage(st).MarkUnknown(v1alpha1.IngressConditionLoadBalancerReady, "EnvoysBehind", "%s", behindMessage(v.Behind))
+		ing.GetConditionSet().Manage(st).MarkUnknown(v1alpha1.IngressConditionLoadBalancerReady, reasonBehind, "%s", behindMessage(v.Behind))
 		return st, true
 	case rollout.Failed:
 		ing.GetConditionSet().Manage(st).MarkFalse(v1alpha1.IngressConditionNetworkConfigured, v.Err.Reason, "%s", v.Err.Message)
@@ -143,6 +148,9 @@ func (c *Controller) watchEnvoys(ctx context.Context) {
 		}
 	}
 }
+
+// reasonBehind is the reason of a KIngress waiting for Envoys.
+const reasonBehind = "EnvoysBehind"
 
 // behindMessage names the Envoys an ingress waits for, the first few.
 func behindMessage(behind []string) string {
