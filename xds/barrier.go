@@ -41,6 +41,14 @@ func (b *barrier) forgetPassed(t time.Time) {
 	}
 }
 
+// forgetPassed is barrier.forgetPassed under the tracker's lock: passes
+// walks the chains under it while the update loop cuts them.
+func (t *tracker) forgetPassed(b *barrier, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	b.forgetPassed(now)
+}
+
 // passer says whether a node has passed a barrier.
 type passer func(node string, b *barrier) bool
 

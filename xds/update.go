@@ -260,7 +260,7 @@ func (s *Server) round() {
 	if len(warm) > 0 {
 		s.barriers++
 		s.warmed = &barrier{refs: warm, deadline: now.Add(s.opts.AckTimeout), after: s.warmed, chain: warmedChain, seq: s.barriers}
-		s.warmed.forgetPassed(now)
+		s.tracker.forgetPassed(s.warmed, now)
 	}
 	first := s.warmed
 	// What this round changed in routing (scopes and listeners removed
@@ -277,7 +277,7 @@ func (s *Server) round() {
 		// after the other.
 		s.barriers++
 		s.held = &barrier{refs: hold, deadline: now.Add(2 * s.opts.AckTimeout), after: s.held, chain: heldChain, seq: s.barriers}
-		s.held.forgetPassed(now)
+		s.tracker.forgetPassed(s.held, now)
 	}
 	// Removals wait for every round's routing so far: what this one left
 	// unused may have been left unused by an earlier one.
