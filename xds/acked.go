@@ -73,38 +73,21 @@ func (ts *typeState) setAcked(name string, h holding) {
 	if ts.acked.at != 0 && ts.wants(name) {
 		rule = ts.table.current(name)
 	}
-	if h == rule {
-		delete(ts.acked.ex, name)
-		return
-	}
-	if ts.acked.ex == nil {
-		ts.acked.ex = map[string]holding{}
-	}
-	ts.acked.ex[name] = h
+	ts.acked.ex = except(ts.acked.ex, name, h, rule)
 }
 
-// ackedTruth is what the node holds of every name that may differ from
-// what is served now: those changed since at, and its exceptions (all it
-// holds while at is 0, with every name it wants).
+// ackedTruth is what a node in the relative form (at != 0) holds of every
+// name that may differ from what is served now: those changed since at,
+// and its exceptions.
 func (ts *typeState) ackedTruth() map[string]holding {
 	out := make(map[string]holding, len(ts.acked.ex))
-	if ts.acked.at != 0 {
-		ts.table.since(ts.acked.at, func(n string, was holding) {
-			if ts.wants(n) {
-				out[n] = was
-			} else {
-				out[n] = holding{}
-			}
-		})
-	} else if ts.wildcard {
-		for n := range ts.table.versions {
+	ts.table.since(ts.acked.at, func(n string, was holding) {
+		if ts.wants(n) {
+			out[n] = was
+		} else {
 			out[n] = holding{}
 		}
-	} else {
-		for n := range ts.subscribed {
-			out[n] = holding{}
-		}
-	}
+	})
 	maps.Copy(out, ts.acked.ex)
 	return out
 }
@@ -150,10 +133,8 @@ func (ts *typeState) ackApply(p *sentResponse) {
 		}
 		return
 	}
-	var truth map[string]holding
-	if p.full {
-		truth = map[string]holding{}
-	} else {
+	truth := map[string]holding{} // p.full: the node holds p and nothing else
+	if !p.full {
 		truth = ts.ackedTruth()
 	}
 	for n, v := range p.resources {
@@ -234,7 +215,8 @@ func (t *tracker) serve(typeURL string, versions map[string]string) {
 	s.trim()
 }
 
-// servedVersion is the version of a resource served now ("" for none).
+// servedVersionLocked is the version of a resource served now ("" for
+// none).
 func (t *tracker) servedVersionLocked(typeURL, name string) string {
 	return t.tableLocked(typeURL).versions[name]
 }
@@ -278,8 +260,8 @@ func (ts *typeState) toRelative(acked map[string]string) {
 		return
 	}
 	lack := func(n string) {
-		_, ok := held[n]
-		if _, acked := acked[n]; !ok && !acked {
+		_, wasHeld := held[n]
+		if _, isAcked := acked[n]; !wasHeld && !isAcked {
 			ts.setAckedRaw(n, holding{})
 		}
 	}

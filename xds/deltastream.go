@@ -19,12 +19,6 @@ import (
 // grows with what changed while it was away, never past what is served and
 // removed.
 
-// holding is what a stream has of one name: a version, or nothing.
-type holding struct {
-	version string
-	has     bool
-}
-
 // sent is one stream's state.
 type sent struct {
 	seq  uint64
@@ -133,14 +127,7 @@ func (c *deltaCache) exceptLocked(s *sent, n string, h holding, wanted bool, it 
 	if wanted && it != nil {
 		rule = holding{version: it.version, has: true}
 	}
-	if h == rule {
-		delete(s.ex, n)
-		return
-	}
-	if s.ex == nil {
-		s.ex = map[string]holding{}
-	}
-	s.ex[n] = h
+	s.ex = except(s.ex, n, h, rule)
 }
 
 // pinLocked makes s independent of the log: what it lacks of the changes

@@ -115,3 +115,23 @@ func (s *versionLog) trim() {
 	s.dropped += drop
 	s.log = append([]logChange(nil), s.log[drop:]...)
 }
+
+// holding is what a stream or node has of one name: a version, or nothing.
+type holding struct {
+	version string
+	has     bool
+}
+
+// except records in ex (returned, made if nil) that h is held of name,
+// where the rule says rule: only a difference is kept.
+func except(ex map[string]holding, name string, h, rule holding) map[string]holding {
+	if h == rule {
+		delete(ex, name)
+		return ex
+	}
+	if ex == nil {
+		ex = map[string]holding{}
+	}
+	ex[name] = h
+	return ex
+}
